@@ -1,0 +1,43 @@
+"""Constructor and call argument handling shared by the layers.
+
+Each check raises a ValueError that names the argument and the value received, before
+any work is done.
+"""
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+
+
+def check_rate(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
+
+
+def check_rank(x, rank, name):
+    """Checks a tensor's (static) rank."""
+    if len(x.shape) != rank:
+        raise ValueError(
+            f"`{name}` must have rank {rank}. Received: {name} with shape={tuple(x.shape)}"
+        )
+
+
+def check_last_dim(x, expected, name):
+    """Checks a tensor's last dimension against the size the layer was built for."""
+    if x.shape[-1] is not None and expected is not None and x.shape[-1] != expected:
+        raise ValueError(
+            f"`{name}` has hidden size {x.shape[-1]} but the layer was built for "
+            f"{expected}. Received: {name} with shape={tuple(x.shape)}"
+        )
+
+
+def clone_initializer(initializer):
+    """A fresh instance per sublayer, so a seeded initializer does not give every
+    sublayer the same weights. (Not `serialize`: on JAX and torch it imports TensorFlow.)"""
+    return initializer.__class__.from_config(initializer.get_config())
