@@ -71,6 +71,8 @@ class MultiHeadAttention(keras.layers.Layer):
             go in `cache`.
         training: whether attention dropout is active.
         query_mask, value_mask, key_mask: Keras masks, filled in by Keras.
+        mask: the query's Keras mask, as Keras fills it in when `query` is the
+            only tensor argument.
 
     Returns:
         The (B, T, output_dim) output; followed by the scores when
@@ -142,7 +144,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.built = True
 
     def _dense(self, name, output_shape, bias_axes, equation="abc,cde->abde"):
-        return keras.layers.EinsumDense(
+        dense = keras.layers.EinsumDense(
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,
@@ -151,6 +153,10 @@ class MultiHeadAttention(keras.layers.Layer):
             name=name,
             dtype=self.dtype_policy,
         )
+        # The projections act position by position, so a Keras mask on their input
+        # still holds for their output (without this, Keras warns it is destroyed).
+        dense.supports_masking = True
+        return dense
 
     def init_cache(self, batch_size, max_length, dtype=None):
         """Returns a zero (batch_size, 2, max_length, num_heads, key_dim) cache."""
@@ -207,7 +213,10 @@ class MultiHeadAttention(keras.layers.Layer):
         query_mask=None,
         value_mask=None,
         key_mask=None,
+        mask=None,
     ):
+        # Keras fills `mask` instead of `query_mask` when `query` is the only tensor.
+        query_mask = mask if query_mask is None else query_mask
         if value is None:
             value, value_mask = query, query_mask if value_mask is None else value_mask
         if key is None:
