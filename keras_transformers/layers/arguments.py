@@ -10,6 +10,17 @@ def check_positive_int(value, name):
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
 
 
+def check_index(value, name):
+    """Checks a position index (`start_index`, ...): a non-negative int or a scalar tensor."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return
+    if not isinstance(value, (int, float)) and tuple(getattr(value, "shape", (None,))) == ():
+        return
+    raise ValueError(
+        f"`{name}` must be a non-negative int or a scalar tensor. Received: {name}={value!r}"
+    )
+
+
 def check_rate(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
