@@ -1,4 +1,11 @@
 """Transformer building blocks, each a registered, serializable Keras layer."""
 
 from keras_transformers.layers import masks
+from keras_transformers.layers.feed_forward import FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
+from keras_transformers.layers.patch_embedding import PatchEmbedding
+from keras_transformers.layers.position_embedding import PositionEmbedding
+from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
+from keras_transformers.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
+from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock

@@ -1,0 +1,264 @@
+"""Transformer encoder block: self-attention and a feed-forward network, each residual.
+
+Vaswani et al., "Attention Is All You Need" (2017), section 3.1.
+"""
+
+import keras
+
+from keras_transformers.layers import masks as masks_lib
+from keras_transformers.layers.arguments import (
+    check_choice,
+    check_last_dim,
+    check_positive_int,
+    check_rank,
+    check_rate,
+    clone_initializer,
+)
+from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
+from keras_transformers.layers.multi_head_attention import MultiHeadAttention
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """One encoder block: multi-head self-attention, then a feed-forward network.
+
+    Post-norm (`normalize_first=False`; the paper, BERT):
+        x = LayerNorm(x + Dropout(SelfAttention(x)))
+        x = LayerNorm(x + Dropout(FeedForward(x)))
+    Pre-norm (`normalize_first=True`; GPT-2, ViT):
+        x = x + Dropout(SelfAttention(LayerNorm(x)))
+        x = x + Dropout(FeedForward(LayerNorm(x)))
+
+    The attention has `num_heads` heads of size `hidden_dim // num_heads`, where
+    `hidden_dim` is the input's last dimension.
+
+    Masking: `padding_mask` (B, T) hides padded keys; `attention_mask` (B, T, T)
+    and `use_causal_mask` add to it (boolean, True = may attend, combined with
+    logical AND). A Keras mask on `inputs` (for example from
+    `Embedding(mask_zero=True)`) is used the same way as a padding mask over the
+    keys; the attention output of a masked query position is zero (its residual
+    and feed-forward output remain). The output carries the input's Keras mask.
+
+    Args:
+        num_heads: number of attention heads; must divide the hidden size.
+        intermediate_dim: hidden size of the feed-forward network.
+        dropout: dropout rate on each sub-layer's output, before the residual sum.
+        attention_dropout: dropout rate on the attention probabilities; defaults to
+            `dropout`.
+        activation: feed-forward activation: "relu", "gelu" or "gelu_approximate".
+        layer_norm_epsilon: epsilon of the layer normalizations.
+        normalize_first: pre-norm when True, post-norm when False.
+        kernel_initializer: initializer of every dense kernel.
+        bias_initializer: initializer of every dense bias.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: (B, T, hidden_dim).
+        padding_mask: boolean (B, T), False at padded positions.
+        attention_mask: boolean (B, T, T).
+        use_causal_mask: whether position `i` may only attend to positions `<= i`.
+        return_attention_scores: also return the (B, num_heads, T, T) attention
+            probabilities.
+        training: whether dropout is active.
+        inputs_mask: Keras mask of `inputs`, filled in by Keras.
+        mask: Keras mask of `inputs`, as Keras fills it in when `inputs` is the only
+            tensor argument.
+
+    Returns:
+        The (B, T, hidden_dim) output, or `(output, scores)` when
+        `return_attention_scores`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = TransformerEncoderBlock(num_heads=2, intermediate_dim=32)
+    >>> x = np.random.rand(2, 5, 8).astype("float32")
+    >>> padding_mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+    >>> out, scores = block(x, padding_mask=padding_mask, return_attention_scores=True)
+    >>> tuple(out.shape), tuple(scores.shape)
+    ((2, 5, 8), (2, 2, 5, 5))
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        attention_dropout=None,
+        activation="relu",
+        layer_norm_epsilon=1e-5,
+        normalize_first=False,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int(num_heads, "num_heads")
+        check_positive_int(intermediate_dim, "intermediate_dim")
+        check_rate(dropout, "dropout")
+        if attention_dropout is not None:
+            check_rate(attention_dropout, "attention_dropout")
+        check_choice(activation, "activation", ACTIVATIONS)
+        if (
+            isinstance(layer_norm_epsilon, bool)
+            or not isinstance(layer_norm_epsilon, (int, float))
+            or layer_norm_epsilon <= 0
+        ):
+            raise ValueError(
+                "`layer_norm_epsilon` must be a positive float. "
+                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
+            )
+        if not isinstance(normalize_first, bool):
+            raise ValueError(
+                f"`normalize_first` must be a bool. Received: normalize_first={normalize_first!r}"
+            )
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.normalize_first = normalize_first
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def build(self, inputs_shape):
+        _check_sequence_shape(inputs_shape, "inputs", self.num_heads)
+        hidden_dim = inputs_shape[-1]
+        attention_dropout = (
+            self.dropout if self.attention_dropout is None else self.attention_dropout
+        )
+        self.self_attention = MultiHeadAttention(
+            self.num_heads,
+            hidden_dim // self.num_heads,
+            dropout=attention_dropout,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
+            name="self_attention",
+            dtype=self.dtype_policy,
+        )
+        self.self_attention.build(inputs_shape)
+        self.self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
+        self.self_attention_layer_norm.build(inputs_shape)
+        self.self_attention_dropout = self._dropout("self_attention_dropout")
+        # The paper (section 5.4) drops out each sub-layer's output only: no dropout
+        # inside the feed-forward network.
+        self.feedforward = FeedForward(
+            self.intermediate_dim,
+            activation=self.activation,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
+            name="feedforward",
+            dtype=self.dtype_policy,
+        )
+        self.feedforward.build(inputs_shape)
+        self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
+        self.feedforward_layer_norm.build(inputs_shape)
+        self.feedforward_dropout = self._dropout("feedforward_dropout")
+        self._hidden_dim = hidden_dim
+        self.built = True
+
+    def _layer_norm(self, name):
+        return keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
+        )
+
+    def _dropout(self, name):
+        return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
+
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+        inputs_mask=None,
+        mask=None,
+    ):
+        check_rank(inputs, 3, "inputs")
+        check_last_dim(inputs, self._hidden_dim, "inputs")
+        masks_lib.validate_mask(padding_mask, "padding_mask", 2)
+        masks_lib.validate_mask(attention_mask, "attention_mask", 3)
+        # Keras fills `mask` instead of `inputs_mask` when `inputs` is the only tensor.
+        inputs_mask = mask if inputs_mask is None else inputs_mask
+
+        def attention_branch(x):
+            return self.self_attention(
+                x,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                use_causal_mask=use_causal_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+                query_mask=inputs_mask,
+            )
+
+        def feedforward_branch(x):
+            return self.feedforward(x, training=training)
+
+        x = inputs
+        # `scores` is (attention scores,) when requested, else ().
+        x, scores = self._residual(
+            x,
+            attention_branch,
+            self.self_attention_layer_norm,
+            self.self_attention_dropout,
+            training,
+        )
+        x, _ = self._residual(
+            x,
+            feedforward_branch,
+            self.feedforward_layer_norm,
+            self.feedforward_dropout,
+            training,
+        )
+        return (x,) + scores if return_attention_scores else x
+
+    def _residual(self, x, branch, layer_norm, dropout, training):
+        """The one place pre-norm and post-norm differ.
+
+        Post-norm: LayerNorm(x + Dropout(branch(x))); pre-norm:
+        x + Dropout(branch(LayerNorm(x))). `branch` returns its output, or a tuple
+        of its output and extras (attention scores), which come back beside `x`.
+        """
+        outputs = branch(layer_norm(x) if self.normalize_first else x)
+        outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+        x = x + dropout(outputs[0], training=training)
+        return (x if self.normalize_first else layer_norm(x)), outputs[1:]
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return previous_mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "normalize_first": self.normalize_first,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+
+def _check_sequence_shape(shape, name, num_heads):
+    """Checks a (batch, sequence, hidden) shape at build time, before any weight."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"`{name}` must have rank 3 (batch, sequence, hidden). "
+            f"Received: {name} with shape={tuple(shape)}"
+        )
+    if shape[-1] is None or shape[-1] % num_heads != 0:
+        raise ValueError(
+            f"`num_heads` must divide the hidden size of `{name}`. "
+            f"Received: num_heads={num_heads} and {name} with hidden size {shape[-1]}"
+        )
