@@ -1,6 +1,7 @@
 """ViT input layer: linear patch embeddings, a class token and learned position embeddings.
 
-Dosovitskiy et al., "An Image is Worth 16x16 Words" (2021), section 3.1, equation 1.
+Dosovitskiy et al., "An Image is Worth 16x16 Words" (2021), section 3.1, equation 1, and
+section 3.2 (position embeddings interpolated for other resolutions).
 """
 
 import keras
@@ -24,6 +25,43 @@ def _pair(value, name):
     return tuple(pair)
 
 
+# The bicubic kernel's coefficient in PyTorch's `interpolate` (and OpenCV), which Hugging
+# Face's `interpolate_pos_encoding` uses; TensorFlow and JAX resize with -0.5, so
+# `keras.ops.image.resize` gives a different table on each backend.
+_CUBIC_A = -0.75
+
+
+def _cubic_tap_weights(t):
+    """Weights of the taps at offsets -1, 0, 1 and 2 from floor(x), where t = x - floor(x)."""
+
+    def near(x):  # |x| <= 1
+        return ((_CUBIC_A + 2) * x - (_CUBIC_A + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((_CUBIC_A * x - 5 * _CUBIC_A) * x + 8 * _CUBIC_A) * x - 4 * _CUBIC_A
+
+    return (far(t + 1), near(t), near(1 - t), far(2 - t))
+
+
+def _bicubic_matrix(in_size, out_size):
+    """The (out_size, in_size) matrix of 1-D bicubic resizing with half-pixel centres.
+
+    As `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`: output
+    i samples the input at x = (i + 0.5) * in_size / out_size - 0.5, from four taps
+    clamped to the border. `out_size` may be a tensor (unknown in a traced graph).
+    At out_size == in_size the matrix is exactly the identity.
+    """
+    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+    source = (ops.arange(out_size, dtype="float32") + 0.5) * scale - 0.5  # (out,)
+    floor = ops.floor(source)
+    index = ops.cast(floor, "int32")
+    matrix = 0.0
+    for offset, weight in zip((-1, 0, 1, 2), _cubic_tap_weights(source - floor)):
+        taps = ops.clip(index + offset, 0, in_size - 1)
+        matrix = matrix + ops.one_hot(taps, in_size, dtype="float32") * weight[:, None]
+    return matrix  # (out, in)
+
+
 @keras.saving.register_keras_serializable(package="keras_transformers")
 class PatchEmbedding(keras.layers.Layer):
     """Splits images into patches, projects them, prepends a class token, adds positions.
@@ -31,12 +69,19 @@ class PatchEmbedding(keras.layers.Layer):
     z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos (equation 1 of the paper): the
     N = (H / P_h) * (W / P_w) non-overlapping patches are flattened and projected
     by E, implemented as a `Conv2D` with kernel = stride = patch size and "valid"
-    padding. Images are channels-last (B, H, W, C) and must have exactly
-    `image_size`; other resolutions would need the position table interpolated
-    (section 3.2), which this layer does not do.
+    padding. Images are channels-last (B, H, W, C).
+
+    Resolution: the position table is learned for the patch grid of
+    `image_size`. Images of another size (height and width multiples of
+    `patch_size`) get that grid's table resized by bicubic interpolation to their
+    own patch grid, the class token's position kept as is (section 3.2); this is
+    Hugging Face's `interpolate_pos_encoding` (PyTorch bicubic, half-pixel
+    centres), computed with `keras.ops` so that every backend gives the same
+    table. At `image_size` the table is used unchanged.
 
     Args:
-        image_size: int or (height, width) of the input images.
+        image_size: int or (height, width) of the images the position table is
+            learned for.
         patch_size: int or (height, width) of a patch; must divide `image_size`.
         hidden_dim: size of the patch embeddings.
         use_class_token: whether to prepend the learned class token.
@@ -49,11 +94,12 @@ class PatchEmbedding(keras.layers.Layer):
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        images: (B, H, W, C), with (H, W) = `image_size`.
+        images: (B, H, W, C), usually of `image_size`; H and W must be multiples
+            of `patch_size`.
 
     Returns:
         The (B, N + 1, hidden_dim) embeddings with the class token first, or
-        (B, N, hidden_dim) without it, in the compute dtype.
+        (B, N, hidden_dim) without it, in the compute dtype; N = (H / P_h) * (W / P_w).
 
     Example:
 
@@ -63,6 +109,8 @@ class PatchEmbedding(keras.layers.Layer):
     (2, 17, 16)
     >>> tuple(layer.position_embedding.shape)
     (17, 16)
+    >>> tuple(layer(np.zeros((2, 48, 40, 3), "float32")).shape)  # a 6x5 grid
+    (2, 31, 16)
     """
 
     def __init__(
@@ -106,11 +154,12 @@ class PatchEmbedding(keras.layers.Layer):
                 f"Received: images with shape={tuple(images_shape)}"
             )
         height, width, channels = images_shape[1:]
-        # The seam for other resolutions: they need the position table interpolated.
-        if None not in (height, width) and (height, width) != self.image_size:
+        if (height is not None and height % self.patch_size[0]) or (
+            width is not None and width % self.patch_size[1]
+        ):
             raise ValueError(
-                f"`images` must be {self.image_size[0]}x{self.image_size[1]} "
-                f"(`image_size`={self.image_size}). "
+                "`images` must have a height and width that are multiples of "
+                f"`patch_size`={self.patch_size}. "
                 f"Received: images with shape={tuple(images_shape)}"
             )
         if None not in (channels, num_channels) and channels != num_channels:
@@ -151,21 +200,62 @@ class PatchEmbedding(keras.layers.Layer):
         )
         self.built = True
 
+    def interpolated_position_embedding(self, grid_size):
+        """The position table resized to a (height, width) patch grid (section 3.2).
+
+        The class token's position is kept; the grid of patch positions is
+        resized by bicubic interpolation (see the class docstring). Always
+        interpolates: at `grid_size == self.grid_size` the result equals the table.
+
+        Args:
+            grid_size: (height, width) of the new patch grid; ints or scalar tensors.
+
+        Returns:
+            The float32 (height * width [+ 1], hidden_dim) table.
+        """
+        table = ops.cast(self.position_embedding, "float32")
+        num_prefix = int(self.use_class_token)
+        grid = ops.reshape(
+            table[num_prefix:], (self.grid_size[0], self.grid_size[1], self.hidden_dim)
+        )  # (h, w, D)
+        rows = _bicubic_matrix(self.grid_size[0], grid_size[0])  # (h', h)
+        columns = _bicubic_matrix(self.grid_size[1], grid_size[1])  # (w', w)
+        grid = ops.einsum("ih,hwd->iwd", rows, grid)  # (h', w, D)
+        grid = ops.einsum("jw,iwd->ijd", columns, grid)  # (h', w', D)
+        patches = ops.reshape(grid, (-1, self.hidden_dim))  # (h' * w', D)
+        return ops.concatenate([table[:num_prefix], patches], axis=0)
+
     def call(self, images):
         self._check_images_shape(images.shape, self.patch_projection.kernel.shape[2])
         patches = self.patch_projection(ops.cast(images, self.compute_dtype))  # (B, h, w, D)
-        embeddings = ops.reshape(patches, (-1, self.num_patches, self.hidden_dim))  # (B, N, D)
+        # Static sizes where known; tensors in a graph traced for any resolution.
+        grid_size = tuple(
+            static if static is not None else dynamic
+            for static, dynamic in zip(patches.shape[1:3], ops.shape(patches)[1:3])
+        )
+        batch_size = ops.shape(patches)[0]
+        embeddings = ops.reshape(patches, (batch_size, -1, self.hidden_dim))  # (B, N, D)
         if self.use_class_token:
             class_token = ops.broadcast_to(
-                ops.cast(self.class_token, self.compute_dtype),
-                (ops.shape(embeddings)[0], 1, self.hidden_dim),
+                ops.cast(self.class_token, self.compute_dtype), (batch_size, 1, self.hidden_dim)
             )  # (B, 1, D)
             embeddings = ops.concatenate([class_token, embeddings], axis=1)  # (B, N + 1, D)
-        return embeddings + ops.cast(self.position_embedding, self.compute_dtype)
+        if all(isinstance(n, int) for n in grid_size) and grid_size == self.grid_size:
+            positions = self.position_embedding
+        else:
+            positions = self.interpolated_position_embedding(grid_size)
+        return embeddings + ops.cast(positions, self.compute_dtype)
 
     def compute_output_shape(self, images_shape):
         self._check_images_shape(images_shape, self.num_channels)
-        return (images_shape[0], self.num_patches + int(self.use_class_token), self.hidden_dim)
+        height, width = images_shape[1:3]
+        num_patches = (
+            None
+            if None in (height, width)
+            else (height // self.patch_size[0]) * (width // self.patch_size[1])
+        )
+        length = None if num_patches is None else num_patches + int(self.use_class_token)
+        return (images_shape[0], length, self.hidden_dim)
 
     def get_config(self):
         config = super().get_config()

@@ -1,5 +1,7 @@
+import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_transformers.layers import PatchEmbedding
 from tests.testing import run_layer_test, to_numpy
@@ -115,15 +117,17 @@ def test_bad_constructor_arguments(kwargs, match):
 
 def test_bad_images():
     layer = PatchEmbedding((8, 12), (4, 3), hidden_dim=6, num_channels=3)
-    with pytest.raises(ValueError, match="images.*8x12.*image_size.*shape=\\(2, 12, 8, 3\\)"):
+    with pytest.raises(
+        ValueError, match="images.*multiples of `patch_size`=\\(4, 3\\).*shape=\\(2, 12, 8, 3\\)"
+    ):
         layer(_images(height=12, width=8))  # caught when building
     with pytest.raises(
         ValueError, match="images.*3 channels.*num_channels.*shape=\\(2, 8, 12, 1\\)"
     ):
         layer(_images(channels=1))
     layer(_images())
-    with pytest.raises(ValueError, match="images.*8x12.*image_size.*shape=\\(2, 16, 24, 3\\)"):
-        layer(_images(height=16, width=24))
+    with pytest.raises(ValueError, match="images.*multiples of.*shape=\\(2, 10, 12, 3\\)"):
+        layer(_images(height=10))
     with pytest.raises(ValueError, match="images.*3 channels.*shape=\\(2, 8, 12, 4\\)"):
         layer(_images(channels=4))
     with pytest.raises(ValueError, match="images.*rank 4.*shape=\\(8, 12, 3\\)"):
@@ -132,3 +136,72 @@ def test_bad_images():
     inferred(_images(width=8, channels=2))
     with pytest.raises(ValueError, match="images.*2 channels.*shape=\\(2, 8, 8, 3\\)"):
         inferred(_images(width=8, channels=3))
+
+
+def _torch_bicubic(grid, size):
+    """PyTorch's bicubic resize of a (h, w, D) grid, as Hugging Face's
+    `ViTEmbeddings.interpolate_pos_encoding` calls it."""
+    import torch
+
+    resized = torch.nn.functional.interpolate(
+        torch.tensor(grid).permute(2, 0, 1)[None],
+        size=size,
+        mode="bicubic",
+        align_corners=False,
+    )  # (1, D, h', w')
+    return resized[0].permute(1, 2, 0).reshape(-1, grid.shape[-1]).numpy()
+
+
+@pytest.mark.parametrize("use_class_token", [True, False])
+def test_interpolated_position_embedding(use_class_token):
+    layer = PatchEmbedding((8, 12), (2, 3), hidden_dim=6, use_class_token=use_class_token)
+    layer(_images())
+    table = to_numpy(layer.position_embedding)  # a 4x4 grid (+ class token)
+    prefix = int(use_class_token)
+    # At the grid it was learned for, the interpolation gives the table back.
+    np.testing.assert_allclose(
+        to_numpy(layer.interpolated_position_embedding((4, 4))), table, atol=1e-6, rtol=0
+    )
+    grid = table[prefix:].reshape(4, 4, 6)
+    for size in [(6, 5), (2, 7)]:  # up- and down-sampling on each axis
+        got = to_numpy(layer.interpolated_position_embedding(size))
+        assert got.shape == (size[0] * size[1] + prefix, 6)
+        np.testing.assert_array_equal(got[:prefix], table[:prefix])
+        np.testing.assert_allclose(got[prefix:], _torch_bicubic(grid, size), atol=1e-6, rtol=0)
+    # Sizes as tensors, as in a graph traced for any resolution.
+    dynamic = layer.interpolated_position_embedding(tuple(ops.convert_to_tensor(n) for n in size))
+    np.testing.assert_allclose(to_numpy(dynamic), got, atol=1e-6, rtol=0)
+
+
+def test_other_resolutions():
+    layer = PatchEmbedding((8, 12), (2, 3), hidden_dim=6)
+    images = _images()
+    layer(images)
+    layer.patch_projection.bias.assign(np.linspace(-1, 1, 6).astype("float32"))
+    kernel, bias = to_numpy(layer.patch_projection.kernel), to_numpy(layer.patch_projection.bias)
+    class_token = to_numpy(layer.class_token)
+    for height, width in [(12, 9), (4, 24), (8, 12)]:
+        other = _images(height=height, width=width)
+        positions = to_numpy(layer.interpolated_position_embedding((height // 2, width // 3)))
+        expected = numpy_patch_embedding(other, kernel, bias, class_token, positions, (2, 3))
+        got = to_numpy(layer(other))
+        assert got.shape == (2, (height // 2) * (width // 3) + 1, 6)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert layer.compute_output_shape((None, 12, 9, 3)) == (None, 19, 6)
+    assert layer.compute_output_shape((None, None, None, 3)) == (None, None, 6)
+
+
+def test_any_resolution_in_a_functional_model():
+    """Input (None, None, C): one model, traced (fit, predict) at several resolutions."""
+    images = keras.Input((None, None, 3), name="images")
+    layer = PatchEmbedding(8, 4, hidden_dim=6)
+    embeddings = layer(images)
+    assert tuple(embeddings.shape) == (None, None, 6)
+    model = keras.Model(images, keras.layers.GlobalAveragePooling1D()(embeddings))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    for height, width in [(8, 8), (12, 16), (4, 8)]:
+        batch = _images(batch=4, height=height, width=width)
+        expected = to_numpy(layer(batch)).mean(axis=1)
+        np.testing.assert_allclose(model.predict(batch, verbose=0), expected, atol=1e-5)
+        loss = model.fit(batch, np.zeros((4, 6), "float32"), verbose=0).history["loss"][0]
+        assert np.isfinite(loss)
