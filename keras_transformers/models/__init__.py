@@ -1,0 +1,3 @@
+"""Model builders (functional API) and their canonical configurations."""
+
+from keras_transformers.models.presets import available_presets, from_preset, preset_config
