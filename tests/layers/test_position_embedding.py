@@ -23,7 +23,7 @@ def test_layer_contract(tmp_path, call_kwargs):
 
 
 def test_reads_the_table_from_start_index():
-    layer = PositionEmbedding(max_sequence_length=10)
+    layer = PositionEmbedding(max_sequence_length=10, name="position_embedding")
     full = to_numpy(layer(_inputs(length=10)))
     table = to_numpy(layer.embeddings)
     assert layer.embeddings.path.endswith("position_embedding/embeddings")
