@@ -84,7 +84,7 @@ def _family(config, path):
     return importlib.import_module(f"keras_transformers.convert.{_FAMILIES[model_type]}")
 
 
-def from_huggingface(path, dtype=None):
+def from_huggingface(path, dtype=None, **options):
     """Builds our model from a Hugging Face checkpoint folder and loads its weights.
 
     Supports BERT (`BertModel` weights -> `models.bert`), GPT-2 (`GPT2Model` /
@@ -94,6 +94,9 @@ def from_huggingface(path, dtype=None):
     Args:
         path: folder holding `config.json` and `model.safetensors`.
         dtype: dtype policy of the built model (default: the global policy).
+        **options: family-specific loader options, passed to
+            `keras_transformers.convert.<family>.load` (BERT: `head`,
+            `allow_missing_pooler`).
 
     Returns:
         A functional `keras.Model` with the checkpoint's weights.
@@ -105,7 +108,8 @@ def from_huggingface(path, dtype=None):
     config = read_config(path)
     module = _family(config, path)
     weights = read_weights(path)
-    return module.load(config, weights, source=os.path.join(path, "model.safetensors"), dtype=dtype)
+    source = os.path.join(path, "model.safetensors")
+    return module.load(config, weights, source=source, dtype=dtype, **options)
 
 
 def tokenizer_from_huggingface(path):

@@ -305,3 +305,12 @@ def test_wrong_or_missing_tensor_names_file_and_tensor():
     # An explicit head: only the backbone of a pre-training checkpoint.
     backbone = convert_bert.load(CONFIG, weights, source="ckpt", head="backbone")
     assert backbone.name == "bert"
+
+
+def test_from_huggingface_passes_loader_options(tmp_path):
+    reference = _hf_model(model_kwargs={"add_pooling_layer": False})
+    reference.save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="pooler"):
+        from_huggingface(str(tmp_path))
+    model = from_huggingface(str(tmp_path), allow_missing_pooler=True)
+    assert set(model.output) == {"sequence_output", "pooled_output"}
