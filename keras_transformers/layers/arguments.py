@@ -52,3 +52,30 @@ def clone_initializer(initializer):
     """A fresh instance per sublayer, so a seeded initializer does not give every
     sublayer the same weights. (Not `serialize`: on JAX and torch it imports TensorFlow.)"""
     return initializer.__class__.from_config(initializer.get_config())
+
+
+def check_sequence_shape(shape, name, num_heads):
+    """Checks a (batch, sequence, hidden) shape at build time, before any weight."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"`{name}` must have rank 3 (batch, sequence, hidden). "
+            f"Received: {name} with shape={tuple(shape)}"
+        )
+    if shape[-1] is None or shape[-1] % num_heads != 0:
+        raise ValueError(
+            f"`num_heads` must divide the hidden size of `{name}`. "
+            f"Received: num_heads={num_heads} and {name} with hidden size {shape[-1]}"
+        )
+
+
+def residual(x, branch, layer_norm, dropout, training, normalize_first):
+    """One residual sub-block; the one place pre-norm and post-norm differ.
+
+    Post-norm: LayerNorm(x + Dropout(branch(x))); pre-norm:
+    x + Dropout(branch(LayerNorm(x))). `branch` returns its output, or a tuple of
+    its output and extras (attention scores, caches), which come back beside `x`.
+    """
+    outputs = branch(layer_norm(x) if normalize_first else x)
+    outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+    x = x + dropout(outputs[0], training=training)
+    return (x if normalize_first else layer_norm(x)), outputs[1:]

@@ -13,7 +13,9 @@ from keras_transformers.layers.arguments import (
     check_positive_int,
     check_rank,
     check_rate,
+    check_sequence_shape,
     clone_initializer,
+    residual,
 )
 from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
@@ -163,7 +165,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
-        _check_sequence_shape(decoder_sequence_shape, "decoder_sequence", self.num_heads)
+        check_sequence_shape(decoder_sequence_shape, "decoder_sequence", self.num_heads)
         self._check_encoder_given(encoder_sequence_shape)
         if encoder_sequence_shape is not None and len(encoder_sequence_shape) != 3:
             raise ValueError(
@@ -316,28 +318,31 @@ class TransformerDecoderBlock(keras.layers.Layer):
         # Each `*_extras` is what the attention returns beside its output:
         # ([scores], [cache]).
         x = decoder_sequence
-        x, self_extras = self._residual(
+        x, self_extras = residual(
             x,
             self_attention_branch,
             self.self_attention_layer_norm,
             self.self_attention_dropout,
             training,
+            self.normalize_first,
         )
         cross_extras = ()
         if self.use_cross_attention:
-            x, cross_extras = self._residual(
+            x, cross_extras = residual(
                 x,
                 cross_attention_branch,
                 self.cross_attention_layer_norm,
                 self.cross_attention_dropout,
                 training,
+                self.normalize_first,
             )
-        x, _ = self._residual(
+        x, _ = residual(
             x,
             feedforward_branch,
             self.feedforward_layer_norm,
             self.feedforward_dropout,
             training,
+            self.normalize_first,
         )
         num_scores = 1 if return_attention_scores else 0
         results = (
@@ -348,18 +353,6 @@ class TransformerDecoderBlock(keras.layers.Layer):
             + cross_extras[num_scores:]
         )
         return results[0] if len(results) == 1 else results
-
-    def _residual(self, x, branch, layer_norm, dropout, training):
-        """The one place pre-norm and post-norm differ.
-
-        Post-norm: LayerNorm(x + Dropout(branch(x))); pre-norm:
-        x + Dropout(branch(LayerNorm(x))). `branch` returns its output, or a tuple
-        of its output and extras (scores, cache), which come back beside `x`.
-        """
-        outputs = branch(layer_norm(x) if self.normalize_first else x)
-        outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-        x = x + dropout(outputs[0], training=training)
-        return (x if self.normalize_first else layer_norm(x)), outputs[1:]
 
     def _validate_inputs(
         self,
@@ -417,16 +410,3 @@ class TransformerDecoderBlock(keras.layers.Layer):
         )
         return config
 
-
-def _check_sequence_shape(shape, name, num_heads):
-    """Checks a (batch, sequence, hidden) shape at build time, before any weight."""
-    if len(shape) != 3:
-        raise ValueError(
-            f"`{name}` must have rank 3 (batch, sequence, hidden). "
-            f"Received: {name} with shape={tuple(shape)}"
-        )
-    if shape[-1] is None or shape[-1] % num_heads != 0:
-        raise ValueError(
-            f"`num_heads` must divide the hidden size of `{name}`. "
-            f"Received: num_heads={num_heads} and {name} with hidden size {shape[-1]}"
-        )

@@ -12,7 +12,9 @@ from keras_transformers.layers.arguments import (
     check_positive_int,
     check_rank,
     check_rate,
+    check_sequence_shape,
     clone_initializer,
+    residual,
 )
 from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
@@ -124,7 +126,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, inputs_shape):
-        _check_sequence_shape(inputs_shape, "inputs", self.num_heads)
+        check_sequence_shape(inputs_shape, "inputs", self.num_heads)
         hidden_dim = inputs_shape[-1]
         attention_dropout = (
             self.dropout if self.attention_dropout is None else self.attention_dropout
@@ -201,33 +203,23 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
         x = inputs
         # `scores` is (attention scores,) when requested, else ().
-        x, scores = self._residual(
+        x, scores = residual(
             x,
             attention_branch,
             self.self_attention_layer_norm,
             self.self_attention_dropout,
             training,
+            self.normalize_first,
         )
-        x, _ = self._residual(
+        x, _ = residual(
             x,
             feedforward_branch,
             self.feedforward_layer_norm,
             self.feedforward_dropout,
             training,
+            self.normalize_first,
         )
         return (x,) + scores if return_attention_scores else x
-
-    def _residual(self, x, branch, layer_norm, dropout, training):
-        """The one place pre-norm and post-norm differ.
-
-        Post-norm: LayerNorm(x + Dropout(branch(x))); pre-norm:
-        x + Dropout(branch(LayerNorm(x))). `branch` returns its output, or a tuple
-        of its output and extras (attention scores), which come back beside `x`.
-        """
-        outputs = branch(layer_norm(x) if self.normalize_first else x)
-        outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-        x = x + dropout(outputs[0], training=training)
-        return (x if self.normalize_first else layer_norm(x)), outputs[1:]
 
     def compute_mask(self, inputs, previous_mask=None):
         return previous_mask
@@ -249,16 +241,3 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         return config
 
-
-def _check_sequence_shape(shape, name, num_heads):
-    """Checks a (batch, sequence, hidden) shape at build time, before any weight."""
-    if len(shape) != 3:
-        raise ValueError(
-            f"`{name}` must have rank 3 (batch, sequence, hidden). "
-            f"Received: {name} with shape={tuple(shape)}"
-        )
-    if shape[-1] is None or shape[-1] % num_heads != 0:
-        raise ValueError(
-            f"`num_heads` must divide the hidden size of `{name}`. "
-            f"Received: num_heads={num_heads} and {name} with hidden size {shape[-1]}"
-        )
