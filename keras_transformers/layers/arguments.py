@@ -1,4 +1,4 @@
-"""Constructor and call argument handling shared by the layers.
+"""Helpers shared by the layers: argument checks, initializer cloning, the residual sub-block.
 
 Each check raises a ValueError that names the argument and the value received, before
 any work is done.
