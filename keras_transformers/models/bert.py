@@ -5,12 +5,12 @@ Understanding" (2019).
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_transformers.layers.arguments import check_positive_int, check_rate
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
+from keras_transformers.models.model import Model
 
 BACKBONE_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 
@@ -158,7 +158,7 @@ def bert(
         dtype=dtype,
         name="pooled_dense",
     )(x[:, 0, :])  # (B, D): the [CLS] position
-    return keras.Model(
+    return Model(
         inputs, {"sequence_output": x, "pooled_output": pooled}, name=name
     )
 
@@ -285,7 +285,7 @@ def bert_masked_lm(backbone, name="bert_masked_lm"):
     inputs, outputs = _check_backbone(backbone)
     inputs["mask_positions"] = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
     logits = _masked_lm_logits(backbone, outputs["sequence_output"], inputs["mask_positions"])
-    return keras.Model(inputs, logits, name=name)
+    return Model(inputs, logits, name=name)
 
 
 def bert_pretraining(backbone, name="bert_pretraining"):
@@ -323,7 +323,7 @@ def bert_pretraining(backbone, name="bert_pretraining"):
     nsp_logits = keras.layers.Dense(
         2, kernel_initializer=_initializer(), dtype="float32", name="nsp_dense"
     )(outputs["pooled_output"])
-    return keras.Model(inputs, {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, name=name)
+    return Model(inputs, {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, name=name)
 
 
 def bert_classifier(backbone, num_classes, dropout=0.1, name="bert_classifier"):
@@ -362,95 +362,9 @@ def bert_classifier(backbone, num_classes, dropout=0.1, name="bert_classifier"):
     logits = keras.layers.Dense(
         num_classes, kernel_initializer=_initializer(), dtype="float32", name="classifier_dense"
     )(x)
-    return keras.Model(inputs, logits, name=name)
+    return Model(inputs, logits, name=name)
 
 
-def validate_inputs(model, inputs):
-    """Checks a dict of inputs against a BERT model before calling it.
-
-    Keras casts inputs to the declared int32 silently (float token ids would be
-    truncated) and only warns about unexpected keys; this raises instead.
-
-    Args:
-        model: a model built by `bert`, `bert_masked_lm`, `bert_pretraining` or
-            `bert_classifier`.
-        inputs: the dict of arrays or tensors to be passed to `model`.
-
-    Returns:
-        `inputs`, unchanged.
-
-    Raises:
-        ValueError: naming the input that is missing, unexpected, not an integer
-            (or, for `padding_mask`, boolean) tensor, not of rank 2, of a length
-            different from `token_ids`, or longer than `max_sequence_length`, and
-            numpy `mask_positions` outside the sequence.
-
-    Example:
-
-    >>> import numpy as np
-    >>> model = bert(vocabulary_size=100, num_layers=1, num_heads=4, hidden_dim=48,
-    ...              intermediate_dim=80, max_sequence_length=24)
-    >>> ids = np.ones((1, 4), "int32")
-    >>> _ = validate_inputs(model, {"token_ids": ids, "segment_ids": ids, "padding_mask": ids})
-    >>> validate_inputs(model, {"token_ids": ids.astype("float32"),
-    ...                         "segment_ids": ids, "padding_mask": ids})
-    Traceback (most recent call last):
-    ...
-    ValueError: `token_ids` must be an integer tensor. Received: token_ids with dtype=float32
-    """
-    expected = list(model.input) if isinstance(model.input, dict) else []
-    if not isinstance(inputs, dict):
-        raise ValueError(
-            f"`inputs` must be a dict with keys {expected}. "
-            f"Received: inputs={type(inputs).__name__}"
-        )
-    for key in expected:
-        if key not in inputs:
-            raise ValueError(
-                f"Missing input `{key}`: the model takes {expected}. "
-                f"Received: inputs with keys {list(inputs)}"
-            )
-    for key in inputs:
-        if key not in expected:
-            raise ValueError(
-                f"Unexpected input `{key}`: the model takes {expected}. "
-                f"Received: inputs with keys {list(inputs)}"
-            )
-    for key in expected:
-        value = inputs[key]
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise ValueError(f"`{key}` must be a tensor or array. Received: {key}={value!r}")
-        dtype = keras.backend.standardize_dtype(value.dtype)
-        allowed = ("int", "uint", "bool") if key == "padding_mask" else ("int", "uint")
-        if not dtype.startswith(allowed):
-            kind = "an integer or boolean" if key == "padding_mask" else "an integer"
-            raise ValueError(f"`{key}` must be {kind} tensor. Received: {key} with dtype={dtype}")
-        if len(value.shape) != 2:
-            raise ValueError(
-                f"`{key}` must have rank 2 (batch, sequence). "
-                f"Received: {key} with shape={tuple(value.shape)}"
-            )
-    token_shape = tuple(inputs["token_ids"].shape)
-    for key in ("segment_ids", "padding_mask"):
-        if tuple(inputs[key].shape) != token_shape:
-            raise ValueError(
-                f"`{key}` must have the shape of `token_ids` {token_shape}. "
-                f"Received: {key} with shape={tuple(inputs[key].shape)}"
-            )
-    positions = inputs.get("mask_positions")
-    if isinstance(positions, np.ndarray) and positions.size and token_shape[1] is not None:
-        if positions.min() < 0 or positions.max() >= token_shape[1]:
-            raise ValueError(
-                f"`mask_positions` must index the sequence, in [0, {token_shape[1]}). "
-                f"Received: mask_positions with values in [{positions.min()}, {positions.max()}]"
-            )
-    max_length = model.get_layer("position_embedding").max_sequence_length
-    if token_shape[1] is not None and token_shape[1] > max_length:
-        raise ValueError(
-            f"`token_ids` is longer than `max_sequence_length` ({max_length}). "
-            f"Received: token_ids with shape={token_shape}"
-        )
-    return inputs
 
 
 # Devlin et al. (2019), section 3 and the released BERT-Tiny (Turc et al. 2019).

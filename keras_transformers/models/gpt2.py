@@ -9,6 +9,7 @@ from keras import ops
 from keras_transformers.layers.arguments import check_positive_int, check_rate
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
+from keras_transformers.models.model import Model
 
 INPUT_NAMES = ("token_ids", "padding_mask")
 
@@ -35,9 +36,10 @@ def gpt2(
     Masking: attention is causal; `padding_mask` (1 = real token, 0 = padding)
     hides padded keys. Logits at padded positions are computed but meaningless.
 
-    Checks: a missing input raises a ValueError naming it, and sequences longer
-    than `max_sequence_length` raise. Keras casts inputs to int32 silently (float
-    token ids would be truncated): `validate_inputs` refuses them first.
+    Checks: the model (a `keras_transformers.models.model.Model`) checks its
+    inputs on every call: a missing or unknown input, float token ids (which Keras
+    would silently truncate) or a sequence longer than `max_sequence_length` raise
+    a ValueError naming the input.
 
     Args:
         vocabulary_size: number of tokens.
@@ -132,85 +134,11 @@ def gpt2(
         epsilon=layer_norm_epsilon, dtype=dtype, name="final_layer_norm"
     )(x)
     logits = ops.cast(token_embedding(x, reverse=True), "float32")  # (B, T, V)
-    return keras.Model(
+    return Model(
         {"token_ids": token_ids, "padding_mask": padding_mask}, logits, name=name
     )
 
 
-def validate_inputs(inputs, max_sequence_length=None):
-    """Checks a GPT-2 input dict before it reaches the model.
-
-    Keras casts inputs to the model's input dtypes silently (float token ids
-    would be truncated to ints); this check refuses them instead.
-
-    Args:
-        inputs: dict with `token_ids` and `padding_mask`, integer (B, T) arrays or
-            tensors of the same shape.
-        max_sequence_length: if given, the longest T accepted.
-
-    Returns:
-        `inputs`, unchanged.
-
-    Raises:
-        ValueError: naming the input that is missing, unexpected, not integer,
-            not of rank 2, of another shape than `token_ids`, or too long.
-
-    Example:
-
-    >>> import numpy as np
-    >>> ids = np.zeros((1, 3), "int32")
-    >>> _ = validate_inputs({"token_ids": ids, "padding_mask": ids})
-    >>> validate_inputs({"token_ids": ids.astype("float32"), "padding_mask": ids})
-    Traceback (most recent call last):
-    ...
-    ValueError: `token_ids` must be an integer tensor. Received: token_ids with dtype=float32
-    """
-    if not isinstance(inputs, dict):
-        raise ValueError(
-            f"`inputs` must be a dict with keys {list(INPUT_NAMES)}. "
-            f"Received: inputs of type {type(inputs).__name__}"
-        )
-    for key in inputs:
-        if key not in INPUT_NAMES:
-            raise ValueError(
-                f"Unexpected input `{key}`: the inputs must be {list(INPUT_NAMES)}. "
-                f"Received: inputs with keys {sorted(inputs)}"
-            )
-    for key in INPUT_NAMES:
-        if key not in inputs:
-            raise ValueError(
-                f"Missing input `{key}`: the inputs must be {list(INPUT_NAMES)}. "
-                f"Received: inputs with keys {sorted(inputs)}"
-            )
-        value = inputs[key]
-        if getattr(value, "dtype", None) is None or getattr(value, "shape", None) is None:
-            raise ValueError(
-                f"`{key}` must be an integer tensor. Received: {key} of type "
-                f"{type(value).__name__}"
-            )
-        dtype = keras.backend.standardize_dtype(value.dtype)
-        if "int" not in dtype:
-            raise ValueError(
-                f"`{key}` must be an integer tensor. Received: {key} with dtype={dtype}"
-            )
-        if len(value.shape) != 2:
-            raise ValueError(
-                f"`{key}` must have rank 2 (batch, sequence). "
-                f"Received: {key} with shape={tuple(value.shape)}"
-            )
-    token_shape = tuple(inputs["token_ids"].shape)
-    if tuple(inputs["padding_mask"].shape) != token_shape:
-        raise ValueError(
-            f"`padding_mask` must have the shape of `token_ids`, {token_shape}. "
-            f"Received: padding_mask with shape={tuple(inputs['padding_mask'].shape)}"
-        )
-    length = token_shape[1]
-    if max_sequence_length is not None and length is not None and length > max_sequence_length:
-        raise ValueError(
-            f"`token_ids` may have at most max_sequence_length={max_sequence_length} "
-            f"positions. Received: token_ids with shape={token_shape}"
-        )
-    return inputs
 
 
 CONFIGS = {

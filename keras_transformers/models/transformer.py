@@ -12,6 +12,7 @@ from keras_transformers.layers.arguments import check_positive_int, check_rate
 from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
 from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
+from keras_transformers.models.model import Model
 
 INPUT_NAMES = (
     "encoder_token_ids",
@@ -60,8 +61,10 @@ def transformer(
     Sequence length: the sinusoidal encoding has no table, so the graph accepts
     sequences of any length (the paper chose sinusoids hoping they extrapolate,
     section 3.5). `max_sequence_length` is the length the model is meant for: it is
-    not enforced by the graph; `validate_inputs(model, inputs, max_sequence_length)`
-    checks it, and cached decoding sizes its caches with it.
+    not enforced by the graph;
+    `keras_transformers.models.model.validate_inputs(model, inputs, max_sequence_length)`
+    checks it, and cached decoding sizes its caches with it. The model checks the
+    rest of its inputs itself on every call (names, integer dtypes, shapes).
 
     Reusing the parts (for cached generation): the layers are named
     "encoder_token_embedding" and "decoder_token_embedding" (one
@@ -204,7 +207,7 @@ def transformer(
             decoder_vocabulary_size, name="output_projection", dtype="float32"
         )(y)  # (B, T, V)
     logits = ops.cast(logits, "float32")
-    return keras.Model(inputs, logits, name=name)
+    return Model(inputs, logits, name=name)
 
 
 def _token_embedding(vocabulary_size, hidden_dim, name, dtype):
@@ -381,73 +384,6 @@ def decode(
     return logits if cache is None else (logits, new_cache)
 
 
-def validate_inputs(model, inputs, max_sequence_length=None):
-    """Checks a `transformer` input dict eagerly, with errors that name the input.
-
-    Keras itself names a missing input, but only warns about an unknown one, casts
-    float token ids silently and, on JAX, clips out-of-range ids. Call this on host
-    data before `model(inputs)` or `fit` when inputs come from outside.
-
-    Args:
-        model: a model built by `transformer`.
-        inputs: dict of arrays keyed by the model's input names.
-        max_sequence_length: longest allowed source or target length, or None.
-
-    Raises:
-        ValueError: on unknown or missing names, a wrong rank or dtype, mismatched
-            shapes, token ids outside the vocabulary or sequences that are too long.
-
-    Example:
-
-    >>> import numpy as np
-    >>> model = transformer(11, 11, num_layers=1, num_heads=2, hidden_dim=8,
-    ...                     intermediate_dim=16)
-    >>> ids, mask = np.array([[5, 6]], "int32"), np.array([[1, 1]], "int32")
-    >>> validate_inputs(model, {"encoder_token_ids": ids, "encoder_padding_mask": mask,
-    ...                         "decoder_token_ids": ids, "decoder_padding_mask": mask},
-    ...                 max_sequence_length=1)
-    Traceback (most recent call last):
-    ...
-    ValueError: `encoder_token_ids` is longer than max_sequence_length=1. Received: ...
-    """
-    if not isinstance(inputs, dict) or set(inputs) != set(INPUT_NAMES):
-        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-        raise ValueError(
-            f"`inputs` must be a dict with keys {list(INPUT_NAMES)}. Received: inputs={received}"
-        )
-    arrays = {input_name: ops.convert_to_numpy(inputs[input_name]) for input_name in INPUT_NAMES}
-    for input_name, value in arrays.items():
-        kinds = "iu" if input_name.endswith("token_ids") else "iub"
-        if value.ndim != 2 or value.dtype.kind not in kinds:
-            raise ValueError(
-                f"`{input_name}` must be a rank-2 (batch, sequence) array of integers"
-                f"{' or booleans' if 'b' in kinds else ''}. Received: {input_name} with "
-                f"shape={value.shape} and dtype={value.dtype}"
-            )
-        if max_sequence_length is not None and value.shape[1] > max_sequence_length:
-            raise ValueError(
-                f"`{input_name}` is longer than max_sequence_length={max_sequence_length}. "
-                f"Received: {input_name} with shape={value.shape}"
-            )
-    for side in ("encoder", "decoder"):
-        ids_name, mask_name = f"{side}_token_ids", f"{side}_padding_mask"
-        ids, mask = arrays[ids_name], arrays[mask_name]
-        if ids.shape != mask.shape:
-            raise ValueError(
-                f"`{mask_name}` must have the shape of `{ids_name}`. Received: "
-                f"{ids_name} with shape={ids.shape}, {mask_name} with shape={mask.shape}"
-            )
-        size = _layer(model, f"{side}_token_embedding", "token_embedding").input_dim
-        if ids.size and (ids.min() < 0 or ids.max() >= size):
-            raise ValueError(
-                f"`{ids_name}` must be in [0, {size}). Received: {ids_name} with values "
-                f"in [{ids.min()}, {ids.max()}]"
-            )
-    batch_sizes = {input_name: value.shape[0] for input_name, value in arrays.items()}
-    if len(set(batch_sizes.values())) != 1:
-        raise ValueError(
-            f"Every input must have the same batch size. Received: batch sizes {batch_sizes}"
-        )
 
 
 # Table 3 of the paper. max_sequence_length is not in the paper (tensor2tensor's

@@ -10,6 +10,7 @@ from keras import ops
 from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
 from keras_transformers.layers.patch_embedding import PatchEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
+from keras_transformers.models.model import Model
 
 INPUT_NAMES = ("images",)
 POOLINGS = ("token", "mean")
@@ -138,7 +139,7 @@ def vit(
         epsilon=layer_norm_epsilon, dtype=dtype, name="final_layer_norm"
     )(x)  # (B, N + 1, D)
     if num_classes is None:
-        return keras.Model({"images": images}, x, name=name)
+        return Model({"images": images}, x, name=name)
 
     if pooling == "token":
         pooled = x[:, 0]  # (B, D), the class token (equation 4)
@@ -146,83 +147,9 @@ def vit(
         pooled = ops.mean(x[:, 1:], axis=1)  # (B, D), the patch tokens only
     logits = keras.layers.Dense(num_classes, dtype=dtype, name="classifier")(pooled)
     # Logits in float32 under mixed precision too, as keras-hub's heads give them.
-    return keras.Model({"images": images}, ops.cast(logits, "float32"), name=name)
+    return Model({"images": images}, ops.cast(logits, "float32"), name=name)
 
 
-def validate_inputs(model, inputs):
-    """Checks an input dict against a ViT model before calling it.
-
-    Keras casts inputs to the declared float32 silently (raw uint8 pixels would
-    go through unscaled) and only warns about unexpected keys; this raises
-    instead.
-
-    Args:
-        model: a model built by `vit`.
-        inputs: the dict of arrays or tensors to be passed to `model`.
-
-    Returns:
-        `inputs`, unchanged.
-
-    Raises:
-        ValueError: naming `images` when it is missing, not a float tensor, not
-            of rank 4, has another number of channels than the model, or a
-            height or width that is not a multiple of the patch size; or naming
-            an unexpected key.
-
-    Example:
-
-    >>> import numpy as np
-    >>> model = vit(image_size=16, patch_size=8, num_layers=1, num_heads=2,
-    ...             hidden_dim=8, intermediate_dim=16, num_classes=3)
-    >>> _ = validate_inputs(model, {"images": np.zeros((1, 16, 16, 3), "float32")})
-    >>> validate_inputs(model, {"images": np.zeros((1, 16, 16, 1), "float32")})
-    Traceback (most recent call last):
-    ...
-    ValueError: `images` must have 3 channels. Received: images with shape=(1, 16, 16, 1)
-    """
-    if not isinstance(inputs, dict):
-        raise ValueError(
-            f"`inputs` must be a dict with keys {list(INPUT_NAMES)}. "
-            f"Received: inputs of type {type(inputs).__name__}"
-        )
-    for key in inputs:
-        if key not in INPUT_NAMES:
-            raise ValueError(
-                f"Unexpected input `{key}`: the inputs must be {list(INPUT_NAMES)}. "
-                f"Received: inputs with keys {sorted(inputs)}"
-            )
-    if "images" not in inputs:
-        raise ValueError(
-            f"Missing input `images`: the inputs must be {list(INPUT_NAMES)}. "
-            f"Received: inputs with keys {sorted(inputs)}"
-        )
-    images = inputs["images"]
-    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
-        raise ValueError(f"`images` must be a float tensor. Received: images={images!r}")
-    dtype = keras.backend.standardize_dtype(images.dtype)
-    if "float" not in dtype:
-        raise ValueError(
-            "`images` must be a float tensor (scaled pixels). "
-            f"Received: images with dtype={dtype}"
-        )
-    shape = tuple(images.shape)
-    if len(shape) != 4:
-        raise ValueError(
-            "`images` must have rank 4 (batch, height, width, channels). "
-            f"Received: images with shape={shape}"
-        )
-    num_channels = model.input["images"].shape[-1]
-    if shape[-1] != num_channels:
-        raise ValueError(
-            f"`images` must have {num_channels} channels. Received: images with shape={shape}"
-        )
-    patch_size = model.get_layer("patch_embedding").patch_size
-    if shape[1] % patch_size[0] or shape[2] % patch_size[1]:
-        raise ValueError(
-            "`images` must have a height and width that are multiples of "
-            f"`patch_size`={patch_size}. Received: images with shape={shape}"
-        )
-    return inputs
 
 
 CONFIGS = {

@@ -13,7 +13,6 @@ from keras_transformers.models.bert import (
     bert_classifier,
     bert_masked_lm,
     bert_pretraining,
-    validate_inputs,
 )
 from tests.testing import to_numpy
 
@@ -334,32 +333,30 @@ def test_bad_head_arguments():
 def test_sequence_longer_than_the_position_table():
     model = bert(**TINY)
     too_long = _inputs(lengths=(25, 25), total=25)
-    with pytest.raises(ValueError, match="max_sequence_length"):
+    with pytest.raises(ValueError, match="`token_ids` may have at most max_sequence_length=24"):
         model(too_long)
-    with pytest.raises(ValueError, match="`token_ids` is longer than `max_sequence_length`"):
-        validate_inputs(model, too_long)
 
 
 def test_wrong_input_names_and_dtypes():
+    # The models check their inputs themselves (keras_transformers.models.model.Model).
     model = bert(**TINY)
     inputs = _inputs()
-    assert validate_inputs(model, inputs) is inputs
-    missing = {k: v for k, v in inputs.items() if k != "segment_ids"}
-    with pytest.raises(ValueError, match="segment_ids"):
-        model(missing)  # Keras' own error names the input
-    with pytest.raises(ValueError, match="Missing input `segment_ids`"):
-        validate_inputs(model, missing)
-    with pytest.raises(ValueError, match="Unexpected input `token_type_ids`"):
-        validate_inputs(model, {**inputs, "token_type_ids": inputs["segment_ids"]})
-    with pytest.raises(ValueError, match="`token_ids` must be an integer tensor"):
-        validate_inputs(model, {**inputs, "token_ids": inputs["token_ids"].astype("float32")})
-    with pytest.raises(ValueError, match="`padding_mask` must be an integer or boolean"):
-        validate_inputs(model, {**inputs, "padding_mask": inputs["padding_mask"] * 1.0})
-    validate_inputs(model, {**inputs, "padding_mask": inputs["padding_mask"].astype(bool)})
-    with pytest.raises(ValueError, match="`segment_ids` must have rank 2"):
-        validate_inputs(model, {**inputs, "segment_ids": inputs["segment_ids"][0]})
-    with pytest.raises(ValueError, match="`padding_mask` must have the shape of `token_ids`"):
-        validate_inputs(model, {**inputs, "padding_mask": inputs["padding_mask"][:, :4]})
+    boolean_mask = model({**inputs, "padding_mask": inputs["padding_mask"].astype(bool)})
+    np.testing.assert_allclose(
+        to_numpy(boolean_mask["pooled_output"]), to_numpy(model(inputs)["pooled_output"]), atol=1e-6
+    )
+    for changes, match in (
+        ({"segment_ids": None}, "Missing input `segment_ids`"),
+        ({"token_type_ids": inputs["segment_ids"]}, "Unexpected input `token_type_ids`"),
+        ({"token_ids": inputs["token_ids"].astype("float32")}, "`token_ids` must be an integer"),
+        ({"padding_mask": inputs["padding_mask"] * 1.0}, "`padding_mask` must be an integer or"),
+        ({"segment_ids": inputs["segment_ids"][0]}, "`segment_ids` must have shape"),
+        ({"padding_mask": inputs["padding_mask"][:, :4]}, "`padding_mask` must have the shape"),
+        ({"segment_ids": inputs["segment_ids"] + 2}, r"`segment_ids` must be in \[0, 2\)"),
+    ):
+        bad = {k: v for k, v in {**inputs, **changes}.items() if v is not None}
+        with pytest.raises(ValueError, match=match):
+            model(bad)
     masked_lm = bert_masked_lm(model)
     with pytest.raises(ValueError, match="`mask_positions` must index the sequence"):
-        validate_inputs(masked_lm, {**inputs, "mask_positions": np.array([[8], [0]], "int32")})
+        masked_lm({**inputs, "mask_positions": np.array([[8], [0]], "int32")})

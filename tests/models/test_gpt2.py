@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_transformers.models import from_preset
-from keras_transformers.models.gpt2 import CONFIGS, gpt2, validate_inputs
+from keras_transformers.models.gpt2 import CONFIGS, gpt2
 from tests.testing import to_numpy
 
 # A size between the tiny preset and gpt2_small: n_inner != 4 * n_embd on purpose.
@@ -212,30 +212,35 @@ def test_bad_arguments():
 
 
 def test_bad_inputs():
+    # The model checks its inputs itself (keras_transformers.models.model.Model).
     model = gpt2(**SMALL)
     inputs = inputs_for(SMALL, length=SMALL["max_sequence_length"] + 1)
-    with pytest.raises(ValueError, match="max_sequence_length"):
+    with pytest.raises(ValueError, match="`token_ids` may have at most max_sequence_length=128"):
         model(inputs)
-    with pytest.raises(ValueError, match="max_sequence_length=128"):
-        validate_inputs(inputs, SMALL["max_sequence_length"])
 
     inputs = inputs_for(SMALL)
-    wrong_name = {"input_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
-    with pytest.raises(ValueError, match="token_ids"):
-        model(wrong_name)
-    with pytest.raises(ValueError, match="Unexpected input `input_ids`"):
-        validate_inputs(wrong_name)
-    with pytest.raises(ValueError, match="Missing input `padding_mask`"):
-        validate_inputs({"token_ids": inputs["token_ids"]})
+    for bad, match in (
+        (
+            {"input_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+            "Unexpected input `input_ids`",
+        ),
+        ({"token_ids": inputs["token_ids"]}, "Missing input `padding_mask`"),
+        (
+            dict(inputs, token_ids=inputs["token_ids"].astype("float32")),
+            "`token_ids` must be an integer tensor. Received: token_ids with dtype=float32",
+        ),
+        (
+            dict(inputs, padding_mask=inputs["padding_mask"] * 1.0),
+            "`padding_mask` must be an integer or boolean tensor",
+        ),
+        (
+            dict(inputs, padding_mask=inputs["padding_mask"][:, :3]),
+            "`padding_mask` must have the shape of `token_ids`",
+        ),
+        (dict(inputs, token_ids=inputs["token_ids"][0]), "`token_ids` must have shape"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model(bad)
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
+    np.testing.assert_allclose(to_numpy(model(tensors)), to_numpy(model(inputs)), atol=1e-6)
 
-    floats = dict(inputs, token_ids=inputs["token_ids"].astype("float32"))
-    with pytest.raises(ValueError, match="`token_ids` must be an integer tensor"):
-        validate_inputs(floats)
-    with pytest.raises(ValueError, match="`padding_mask` must be an integer tensor"):
-        validate_inputs(dict(inputs, padding_mask=inputs["padding_mask"].astype(bool)))
-    with pytest.raises(ValueError, match="`padding_mask` must have the shape of `token_ids`"):
-        validate_inputs(dict(inputs, padding_mask=inputs["padding_mask"][:, :3]))
-    with pytest.raises(ValueError, match="`token_ids` must have rank 2"):
-        validate_inputs(dict(inputs, token_ids=inputs["token_ids"][0]))
-    assert validate_inputs(inputs) is inputs
-    assert validate_inputs({k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()})
