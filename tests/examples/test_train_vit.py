@@ -1,0 +1,33 @@
+"""The smoke run of examples/train_vit.py: trains, draws, exports both signatures (JAX only in CI)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
+from tests.testing import BACKEND, SHARED_DATA
+
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
+    pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist-test")), reason="no local MNIST"),
+]
+
+
+def test_train_vit_smoke(tmp_path):
+    output = tmp_path / "run"
+    run_example("train_vit.py", output, "--export-dir", str(tmp_path / "export"))
+    metrics = read_metrics(output)
+    assert metrics["smoke"] and metrics["backend"] == "jax" and metrics["initial_step"] == 0
+    assert_finite(metrics, "validation_loss", "validation_accuracy")
+    assert 0 <= metrics["validation_accuracy"] <= 1
+    # The smoke subset keeps the 8:2 stratified split of 1,000 digits.
+    assert (metrics["data"]["train_size"], metrics["data"]["validation_size"]) == (800, 200)
+    assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]
+    assert "attention_maps" in metrics["pictures"] and "class_token_attention_0" in metrics["pictures"]
+    assert_pictures(metrics)
+    loaded = load_export(metrics, signatures=("serving_default", "classify"))
+    assert metrics["export"]["labels_match"]
+    outputs = loaded.signatures["classify"](images=np.zeros((2, 28, 28, 1), "float32"))
+    assert outputs["probabilities"].shape == (2, 10)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1), 1.0, atol=1e-5)
