@@ -1,0 +1,92 @@
+"""Losses that Keras does not ship: cross-entropy with label smoothing for sparse labels.
+
+Label smoothing: Szegedy et al., "Rethinking the Inception Architecture for Computer
+Vision" (2016), section 7; used with 0.1 by Vaswani et al. (2017), section 5.4.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_transformers")
+class SparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy for integer labels, with optional label smoothing.
+
+    Keras' `SparseCategoricalCrossentropy` takes no `label_smoothing`; this loss
+    equals `keras.losses.CategoricalCrossentropy(label_smoothing=...)` on the
+    one-hot labels: the target distribution is
+    q = (1 - label_smoothing) * onehot(y) + label_smoothing / K over K classes, so
+
+        loss = -(1 - label_smoothing) * log p_y - label_smoothing / K * sum_k log p_k.
+
+    Masking: pass a `sample_weight` of 0 at padded positions (for example the
+    decoder padding mask). With `reduction="mean_with_sample_weight"` (the
+    default here) the loss is the mean over the weighted positions only, so
+    padding neither counts in the numerator nor dilutes the denominator.
+
+    Args:
+        label_smoothing: float in [0, 1).
+        from_logits: whether `y_pred` holds logits (True) or probabilities.
+        reduction: a Keras loss reduction.
+        name: the loss name.
+        dtype: the dtype of the loss computation (default float32).
+
+    Call arguments:
+        y_true: int (...) class ids.
+        y_pred: (..., K) logits or probabilities.
+        sample_weight: optional (...) weights.
+
+    Returns:
+        The reduced loss (a scalar unless `reduction` is None or "none").
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = SparseCategoricalCrossentropy(label_smoothing=0.1, from_logits=True)
+    >>> logits = np.array([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], "float32")
+    >>> labels, weights = np.array([[0, 1]]), np.array([[1.0, 0.0]])
+    >>> round(float(loss(labels, logits, sample_weight=weights)), 4)  # the first position only
+    0.3729
+    """
+
+    def __init__(
+        self,
+        label_smoothing=0.0,
+        from_logits=False,
+        reduction="mean_with_sample_weight",
+        name="sparse_categorical_crossentropy",
+        dtype=None,
+    ):
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, (int, float))
+            or not 0 <= label_smoothing < 1
+        ):
+            raise ValueError(
+                "`label_smoothing` must be a float in [0, 1). "
+                f"Received: label_smoothing={label_smoothing!r}"
+            )
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_smoothing = label_smoothing
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        if self.from_logits:
+            log_probabilities = ops.log_softmax(y_pred, axis=-1)
+        else:
+            log_probabilities = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        y_true = ops.cast(y_true, "int32")
+        # -log p_y without materialising the one-hot labels (K may be a large vocabulary).
+        nll = -ops.squeeze(
+            ops.take_along_axis(log_probabilities, ops.expand_dims(y_true, -1), axis=-1), -1
+        )
+        if not self.label_smoothing:
+            return nll
+        uniform = -ops.mean(log_probabilities, axis=-1)  # -1/K sum_k log p_k
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config

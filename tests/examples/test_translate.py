@@ -1,0 +1,41 @@
+"""The smoke run of examples/translate.py: trains, scores BLEU, draws, exports (JAX only in CI)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
+from tests.testing import BACKEND, SHARED_DATA
+
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
+    pytest.mark.skipif(
+        not os.path.isdir(os.path.join(SHARED_DATA, "multi30k")), reason="no local Multi30k copy"
+    ),
+]
+
+
+def test_translate_smoke(tmp_path):
+    output = tmp_path / "run"
+    run_example("translate.py", output, "--export-dir", str(tmp_path / "export"))
+    metrics = read_metrics(output)
+    assert metrics["smoke"] and metrics["backend"] == "jax"
+    assert_finite(metrics, "train_loss", "val_loss", "val_accuracy", "test_bleu_greedy", "test_bleu_beam")
+    assert 0 <= metrics["test_bleu_greedy"] <= 100 and 0 <= metrics["test_bleu_beam"] <= 100
+    # The loss went down (label smoothing keeps it above 0; padding is masked out).
+    assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]
+    assert metrics["train_steps"] > 0 and metrics["initial_step"] == 0
+    assert set(metrics["pictures"]) == {"positional_encoding", "cross_attention"}
+    assert_pictures(metrics)
+    assert os.path.isfile(output / "vocab.txt")
+    assert os.path.isfile(output / "checkpoints" / "best.weights.h5")
+    loaded = load_export(metrics)
+    assert metrics["export"]["path"].startswith(str(tmp_path / "export"))
+    outputs = loaded.signatures["serving_default"](
+        encoder_token_ids=np.array([[5, 6, 3]], "int32"),
+        encoder_padding_mask=np.ones((1, 3), "int32"),
+        decoder_token_ids=np.array([[2, 7]], "int32"),
+        decoder_padding_mask=np.ones((1, 2), "int32"),
+    )
+    assert outputs["logits"].shape == (1, 2, metrics["vocabulary_size"])

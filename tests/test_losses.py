@@ -1,0 +1,74 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transformers.losses import SparseCategoricalCrossentropy
+from tests.testing import to_numpy
+
+
+def _data(batch=3, length=5, classes=7):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(batch, length, classes)).astype("float32")
+    labels = rng.integers(0, classes, size=(batch, length))
+    return logits, labels
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_equals_keras_categorical_crossentropy_on_one_hot(smoothing, from_logits):
+    logits, labels = _data()
+    y_pred = logits if from_logits else to_numpy(keras.ops.softmax(logits))
+    ours = SparseCategoricalCrossentropy(smoothing, from_logits=from_logits, reduction=None)
+    reference = keras.losses.CategoricalCrossentropy(
+        label_smoothing=smoothing, from_logits=from_logits, reduction=None
+    )
+    np.testing.assert_allclose(
+        to_numpy(ours(labels, y_pred)),
+        to_numpy(reference(np.eye(7)[labels], y_pred)),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
+def test_matches_the_formula_in_numpy():
+    logits, labels = _data()
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+    expected = 0.9 * nll - 0.1 * log_p.mean(-1)
+    loss = SparseCategoricalCrossentropy(0.1, from_logits=True, reduction=None)
+    np.testing.assert_allclose(to_numpy(loss(labels, logits)), expected, rtol=1e-5)
+
+
+def test_padding_weights_are_left_out_of_the_mean():
+    logits, labels = _data()
+    weights = np.ones(labels.shape, "float32")
+    weights[:, 3:] = 0  # padded positions
+    loss = SparseCategoricalCrossentropy(0.1, from_logits=True)
+    per_position = to_numpy(SparseCategoricalCrossentropy(0.1, True, reduction=None)(labels, logits))
+    expected = per_position[:, :3].mean()
+    np.testing.assert_allclose(float(to_numpy(loss(labels, logits, weights))), expected, rtol=1e-5)
+    # Changing the logits at padded positions does not move the loss.
+    logits[:, 3:] += 100.0
+    np.testing.assert_allclose(float(to_numpy(loss(labels, logits, weights))), expected, rtol=1e-5)
+
+
+def test_serialization_and_fit():
+    loss = SparseCategoricalCrossentropy(0.1, from_logits=True)
+    restored = keras.losses.deserialize(json.loads(json.dumps(keras.losses.serialize(loss))))
+    assert isinstance(restored, SparseCategoricalCrossentropy)
+    assert restored.get_config() == loss.get_config()
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", loss=loss)
+    rng = np.random.default_rng(0)
+    history = model.fit(
+        rng.normal(size=(8, 4)), rng.integers(0, 3, size=(8,)), epochs=1, verbose=0
+    )
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True, "0.1"])
+def test_bad_label_smoothing_raises(value):
+    with pytest.raises(ValueError, match="`label_smoothing` must be a float in"):
+        SparseCategoricalCrossentropy(value)
