@@ -1,0 +1,161 @@
+"""The one backend-specific part of generation: compiling a decoding function.
+
+Everything else in `keras_transformers.generation` is `keras.ops`. Here a pure
+function of tensors that reads a model's variables becomes: on JAX, a `jax.jit` of a
+stateless function that takes the model's variables as arguments (weights are
+state passed in, not constants baked into the trace); on TensorFlow, a
+`tf.function(jit_compile=True)` (XLA); on PyTorch, the same function run eagerly
+under `torch.inference_mode()` (no autograd bookkeeping), with the decoding step
+optionally compiled by `torch.compile` (`compile_step`). The backend modules are
+imported inside the functions (with importlib), and only on their own backend.
+"""
+
+import contextlib
+import importlib
+
+import keras
+
+
+def compile_function(fn, model, jit_compile="auto"):
+    """Compiles `fn(*tensors)`, a keras.ops function that reads `model`'s variables.
+
+    Args:
+        fn: the function; its arguments and results are (nests of) tensors.
+        model: the `keras.Model` whose variables `fn` reads.
+        jit_compile: "auto" or True: compiled on JAX and TensorFlow; False: eager.
+            PyTorch runs `fn` eagerly either way (see `compile_step`).
+
+    Returns:
+        A callable with `fn`'s signature, for backend tensors.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> layer = keras.layers.Dense(2, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((3,)), layer])
+    >>> double = compile_function(lambda x: 2 * layer(x), model)
+    >>> np.asarray(ops.convert_to_numpy(double(ops.ones((1, 3))))).tolist()
+    [[6.0, 6.0]]
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return _run_torch(fn)
+    if jit_compile is False:
+        return fn
+    if backend == "jax":
+        return _compile_jax(fn, model)
+    if backend == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def compile_step(step):
+    """On PyTorch, `torch.compile(step)`; elsewhere `step` (it runs inside `compile_function`).
+
+    `step(weights, token_ids, cache, index)` takes the weights as an argument, so
+    one compilation serves every call (new weight tensors are new inputs, not
+    guards). Compilation is lazy: it happens on the first call.
+
+    Example:
+
+    >>> double = compile_step(lambda weights, x: weights * x)
+    >>> callable(double)
+    True
+    """
+    if keras.backend.backend() != "torch":
+        return step
+    return importlib.import_module("torch").compile(step)
+
+
+def _compile_jax(fn, model):
+    jax = importlib.import_module("jax")
+    variables = list(model.variables)
+
+    def stateless_fn(values, *args):
+        # Inside the trace, every variable read returns the value passed in.
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    jitted = jax.jit(stateless_fn)
+
+    def run(*args):
+        return jitted([variable.value for variable in variables], *args)
+
+    return run
+
+
+def _run_torch(fn):
+    torch = importlib.import_module("torch")
+
+    def run(*args):
+        with torch.inference_mode():
+            return fn(*args)
+
+    return run
+
+
+def write_positions(cache, index, values, axis):
+    """`cache` with `values` written at positions index.. along `axis`.
+
+    On JAX and TensorFlow this is `ops.slice_update` (XLA updates the buffer in
+    place inside a loop). On PyTorch, which runs eagerly, a functional update
+    would copy the whole cache at every step: the cache is written in place and
+    returned, so a caller must not keep using the cache it passed in.
+
+    Args:
+        cache: the cache tensor.
+        index: int or int32 scalar tensor, the first position written.
+        values: a tensor with `cache`'s shape except along `axis`.
+        axis: the positions axis.
+
+    Returns:
+        The updated cache.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> cache = write_positions(ops.zeros((1, 4)), 2, ops.ones((1, 1)), axis=1)
+    >>> np.asarray(ops.convert_to_numpy(cache)).tolist()
+    [[0.0, 0.0, 1.0, 0.0]]
+    """
+    from keras import ops
+
+    if keras.backend.backend() == "torch":
+        positions = ops.arange(values.shape[axis], dtype="int64") + ops.cast(index, "int64")
+        # A tensor of positions, not int(index): no host sync, and traceable by torch.compile.
+        return cache.index_copy_(axis, positions, ops.cast(values, cache.dtype))
+    start = [0] * len(cache.shape)
+    start[axis] = index
+    return ops.slice_update(cache, start, ops.cast(values, cache.dtype))
+
+
+def contiguous(x):
+    """`x` with a row-major layout: on PyTorch a transposed view becomes a copy once,
+    rather than being copied by every matmul that reads it; elsewhere `x` as is (XLA
+    chooses layouts itself).
+
+    Example:
+
+    >>> from keras import ops
+    >>> tuple(contiguous(ops.transpose(ops.ones((2, 3)))).shape)
+    (3, 2)
+    """
+    if keras.backend.backend() == "torch":
+        return x.contiguous()
+    return x
+
+
+def no_grad():
+    """A context that turns off gradient tracking where the backend records it eagerly.
+
+    Example:
+
+    >>> with no_grad():
+    ...     pass
+    """
+    if keras.backend.backend() == "torch":
+        return importlib.import_module("torch").inference_mode()
+    return contextlib.nullcontext()
