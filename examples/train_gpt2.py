@@ -23,8 +23,6 @@ A run killed mid-epoch resumes from its last backup when started again with the 
 """
 
 import argparse
-import importlib.util
-import json
 import math
 import os
 import time
@@ -36,8 +34,9 @@ from keras_transformers import visualize
 from keras_transformers.data import language_modeling
 from keras_transformers.models.gpt2 import gpt2
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
+import common  # examples/common.py
+
+REPO_ROOT = common.REPO_ROOT
 
 # Sizes: `full` is meant to reach 1.60 nats/char on a CPU in 30 minutes; `quick` is the
 # README's main job (a few minutes); `smoke` is CI's (well under a minute).
@@ -62,23 +61,18 @@ PRESETS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                        help="folder holding tinyshakespeare/input.txt and gpt2-bpe/ "
-                        "(default: ../shared/data; else TFDS, else the packaged sample)")
+    size = common.add_common_arguments(
+        parser,
+        data_help="folder holding tinyshakespeare/input.txt and gpt2-bpe/ "
+        "(default: ../shared/data; else TFDS, else the packaged sample)",
+        output=None,  # runs/train_gpt2[_quick|_smoke]
+        export_dir=os.path.join(REPO_ROOT, "saved_models", "gpt2_shakespeare"),
+        backup_every=50,
+    )
+    size.add_argument("--quick", action="store_true", help="a small model for a few minutes")
     parser.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
                         help="characters (default) or GPT-2's byte-level BPE")
-    parser.add_argument("--output",
-                        help="run folder: logs, backup, checkpoints, metrics.json, PNGs "
-                        "(default: runs/train_gpt2[_quick|_smoke])")
-    parser.add_argument("--export-dir", default=os.path.join(REPO_ROOT, "saved_models", "gpt2_shakespeare"),
-                        help="SavedModel base folder; the version goes below it")
-    parser.add_argument("--export-version", type=int, default=1)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a small model for a few minutes")
-    size.add_argument("--smoke", action="store_true", help="a tiny run for CI (< 1 minute)")
-    parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
-    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--sequence-length", type=int)
     parser.add_argument("--num-layers", type=int)
     parser.add_argument("--num-heads", type=int)
@@ -90,10 +84,6 @@ def parse_args(argv=None):
     parser.add_argument("--validation-windows", type=int,
                         help="evaluate on the first this many held-out windows only")
     parser.add_argument("--sampler", choices=("top_k", "top_p"), default="top_k")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backup-every", type=int, default=50, help="steps between backups")
-    parser.add_argument("--interrupt-after-steps", type=int,
-                        help="kill the process after this many steps (to test resuming)")
     args = parser.parse_args(argv)
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
     preset = PRESETS[size]
@@ -103,28 +93,6 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
-
-
-class StopAfterSteps(keras.callbacks.Callback):
-    """Kills the process after `steps` optimizer steps, as a crash would (no cleanup)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps = steps
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.steps:
-            print(f"\ninterrupted after step {self.steps} (--interrupt-after-steps)", flush=True)
-            os._exit(3)
-
-
-class InitialStep(keras.callbacks.Callback):
-    """Records the optimizer step at which training starts (> 0 after a resume)."""
-
-    def on_train_begin(self, logs=None):
-        self.step = int(self.model.optimizer.iterations)
-        if self.step:
-            print(f"resumed from the backup at step {self.step}", flush=True)
 
 
 def main(argv=None):
@@ -180,22 +148,7 @@ def main(argv=None):
           f"{args.num_heads} heads, hidden {args.hidden_dim}, context {args.sequence_length}")
 
     # --- Training: fit with progress bars, TensorBoard, backups for resuming, checkpoints.
-    initial_step = InitialStep()
-    callbacks = [
-        # First: it restores weights, optimizer state and epoch before the others start.
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup"),
-                                         save_freq=args.backup_every),
-        initial_step,
-        keras.callbacks.ModelCheckpoint(os.path.join(args.output, "checkpoints", "best.keras"),
-                                        monitor="val_loss", save_best_only=True),
-    ]
-    # keras.callbacks.TensorBoard writes through tf.summary, which needs the tensorboard package.
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
-    else:
-        print("TensorBoard logs skipped: the tensorboard package is not installed")
-    if args.interrupt_after_steps:
-        callbacks.append(StopAfterSteps(args.interrupt_after_steps))
+    callbacks, initial_step = common.fit_callbacks(args, checkpoint="best.keras", monitor="val_loss")
     start = time.perf_counter()
     history = model.fit(train_data, validation_data=validation_data, epochs=args.epochs,
                         steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, shuffle=False,
@@ -262,7 +215,7 @@ def main(argv=None):
         "parameters": int(model.count_params()),
         "smoke": args.smoke,
         "config": {k: getattr(args, k) for k in PRESETS["full"]},
-        "initial_step": initial_step.step,
+        "initial_step": initial_step.initial_step,
         "steps": int(model.optimizer.iterations),
         "train_minutes": round(train_minutes, 2),
         "train_loss": train_loss,
@@ -274,9 +227,7 @@ def main(argv=None):
         "sample": {"prompt": prompt_text, "continuation": sample, "sampler": args.sampler},
         "export": export,
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"wrote {os.path.join(args.output, 'metrics.json')}")
+    common.write_metrics(args.output, metrics)
     return metrics
 
 

@@ -22,8 +22,6 @@ A run killed mid-epoch resumes from its last backup when started again with the 
 """
 
 import argparse
-import importlib.util
-import json
 import os
 import time
 
@@ -34,8 +32,7 @@ from keras_transformers import visualize
 from keras_transformers.data import mnist
 from keras_transformers.models.vit import vit
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
+import common  # examples/common.py
 
 PRESETS = {
     "full": dict(
@@ -51,16 +48,13 @@ PRESETS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                        help="folder holding mnist-test/ (default: ../shared/data; else TFDS mnist)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "runs", "train_vit"),
-                        help="run folder: logs, backup, checkpoints, metrics.json, PNGs")
-    parser.add_argument("--export-dir", default=os.path.join(REPO_ROOT, "saved_models", "vit_mnist"),
-                        help="SavedModel base folder; the version goes below it")
-    parser.add_argument("--export-version", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true", help="a tiny run for CI (< 1 minute)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
+    common.add_common_arguments(
+        parser,
+        data_help="folder holding mnist-test/ (default: ../shared/data; else TFDS mnist)",
+        output=os.path.join(common.REPO_ROOT, "runs", "train_vit"),
+        export_dir=os.path.join(common.REPO_ROOT, "saved_models", "vit_mnist"),
+        backup_every=20,
+    )
     parser.add_argument("--num-layers", type=int)
     parser.add_argument("--num-heads", type=int)
     parser.add_argument("--hidden-dim", type=int)
@@ -69,37 +63,11 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-epochs", type=int)
     parser.add_argument("--max-examples", type=int, help="use a stratified subset of the 10,000")
     parser.add_argument("--no-augment", action="store_true", help="no random 2-pixel shifts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backup-every", type=int, default=20, help="steps between backups")
-    parser.add_argument("--interrupt-after-steps", type=int,
-                        help="kill the process after this many steps (to test resuming)")
     args = parser.parse_args(argv)
     for name, value in PRESETS["smoke" if args.smoke else "full"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
-
-
-class StopAfterSteps(keras.callbacks.Callback):
-    """Kills the process after `steps` optimizer steps, as a crash would (no cleanup)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps = steps
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.steps:
-            print(f"\ninterrupted after step {self.steps} (--interrupt-after-steps)", flush=True)
-            os._exit(3)
-
-
-class InitialStep(keras.callbacks.Callback):
-    """Records the optimizer step at which training starts (> 0 after a resume)."""
-
-    def on_train_begin(self, logs=None):
-        self.step = int(self.model.optimizer.iterations)
-        if self.step:
-            print(f"resumed from the backup at step {self.step}", flush=True)
 
 
 def main(argv=None):
@@ -142,22 +110,8 @@ def main(argv=None):
           f"{args.num_heads} heads, hidden {args.hidden_dim}, 49 patches + class token")
 
     # --- Training: fit with progress bars, TensorBoard, backups for resuming, checkpoints.
-    initial_step = InitialStep()
-    callbacks = [
-        # First: it restores weights, optimizer state and epoch before the others start.
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup"),
-                                         save_freq=args.backup_every),
-        initial_step,
-        keras.callbacks.ModelCheckpoint(os.path.join(args.output, "checkpoints", "best.keras"),
-                                        monitor="val_accuracy", mode="max", save_best_only=True),
-    ]
-    # keras.callbacks.TensorBoard writes through tf.summary, which needs the tensorboard package.
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
-    else:
-        print("TensorBoard logs skipped: the tensorboard package is not installed")
-    if args.interrupt_after_steps:
-        callbacks.append(StopAfterSteps(args.interrupt_after_steps))
+    callbacks, initial_step = common.fit_callbacks(
+        args, checkpoint="best.keras", monitor="val_accuracy", mode="max")
     start = time.perf_counter()
     history = model.fit(train_data, validation_data=validation_data, epochs=args.epochs,
                         callbacks=callbacks, shuffle=False, verbose=2 if args.smoke else 1)
@@ -193,7 +147,7 @@ def main(argv=None):
 
     # --- Export for TF Serving (serving_default: logits; classify: probabilities and label),
     # and check the reloaded SavedModel against the Keras model.
-    export = _export_and_check(model, args, images)
+    export = common.export_and_check(model, {"images": images}, args, classify=True)
 
     metrics = {
         "backend": keras.backend.backend(),
@@ -202,7 +156,7 @@ def main(argv=None):
         "smoke": args.smoke,
         "config": {k: getattr(args, k) for k in PRESETS["full"]},
         "augment": not args.no_augment,
-        "initial_step": initial_step.step,
+        "initial_step": initial_step.initial_step,
         "steps": int(model.optimizer.iterations),
         "train_minutes": round(train_minutes, 2),
         "validation_loss": validation_loss,
@@ -211,31 +165,8 @@ def main(argv=None):
         "pictures": pictures,
         "export": export,
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"wrote {os.path.join(args.output, 'metrics.json')}")
+    common.write_metrics(args.output, metrics)
     return metrics
-
-
-def _export_and_check(model, args, images):
-    """export_saved_model, then tf.saved_model.load and compare both signatures with Keras."""
-    from keras_transformers.export import export_saved_model
-
-    path = export_saved_model(model, args.export_dir, version=args.export_version, overwrite=True)
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    logits = loaded.signatures["serving_default"](images=tf.constant(images))["logits"].numpy()
-    classified = loaded.signatures["classify"](images=tf.constant(images))
-    expected = keras.ops.convert_to_numpy(model({"images": images}))
-    difference = float(np.max(np.abs(logits - expected)))
-    labels_match = bool(np.array_equal(classified["label"].numpy(), expected.argmax(-1)))
-    if not (difference <= 1e-4 and labels_match):
-        raise RuntimeError(
-            f"the SavedModel differs from the model: logits by {difference}, labels match {labels_match}")
-    print(f"exported {path}; serving_default reproduces the logits (max |difference| "
-          f"{difference:.1e}) and classify the labels")
-    return {"path": path, "max_abs_difference": difference, "labels_match": labels_match}
 
 
 if __name__ == "__main__":

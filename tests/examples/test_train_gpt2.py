@@ -25,7 +25,7 @@ def test_train_gpt2_smoke_resumes_after_a_kill(tmp_path):
     assert "interrupted after step 10" in result.stdout
     assert not os.path.exists(output / "metrics.json")
     result = run_example("train_gpt2.py", output, "--export-dir", str(export), "--backup-every", "5")
-    assert "resumed from the backup at step 10" in result.stdout
+    assert "training starts at optimizer step 10 (resumed)" in result.stdout
     metrics = read_metrics(output)
     # Epoch 2 runs again in full from the restored weights and optimizer state.
     assert metrics["initial_step"] == 10 and metrics["steps"] == 18
