@@ -39,17 +39,15 @@ CI smoke run (under a minute on 2 CPU cores; a tiny random model, 512 sentences)
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
 
 import keras
-import numpy as np
 
 from keras_transformers.models.bert import bert, bert_classifier
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common  # examples/common.py
 SST2_URL = "https://raw.githubusercontent.com/awake020/pytorch_Bert_sst2/master/SST-2/"
 
 
@@ -63,27 +61,22 @@ def minilm_folder():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join(REPO_ROOT, "..", "shared", "data"),
-                        help="folder holding sst2/{train,dev}.tsv (downloaded there when absent)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "runs", "finetune_bert"))
-    parser.add_argument("--export-dir", default=None,
-                        help="default: saved_models/bert_sst2_<init>")
-    parser.add_argument("--version", type=int, default=1)
+    common.add_common_arguments(
+        parser,
+        data_help="folder holding sst2/{train,dev}.tsv (downloaded there when absent)",
+        output=os.path.join(common.REPO_ROOT, "runs", "finetune_bert"),
+        export_dir=None,  # saved_models/bert_sst2_<init>
+        backup_every=200, epochs=2, batch_size=32,
+    )
     parser.add_argument("--init", choices=("minilm", "pretrained", "scratch"), default="minilm")
     parser.add_argument("--backbone", default=None, help="an examples/pretrain_bert.py --output folder")
     parser.add_argument("--minilm-dir", default=minilm_folder(), help="all-MiniLM-L6-v2 in Hugging Face format")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sequence-length", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak rate; default 5e-5 for minilm, 3e-4 otherwise")
     parser.add_argument("--warmup-fraction", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training sentences")
-    parser.add_argument("--backup-every", type=int, default=200, help="steps between backups")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny and fast, for CI")
-    parser.add_argument("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         if args.init == "minilm" and "--init" not in (argv if argv is not None else sys.argv):
@@ -95,38 +88,8 @@ def parse_args(argv=None):
     if args.learning_rate is None:
         args.learning_rate = 5e-5 if args.init == "minilm" else 3e-4
     if args.export_dir is None:
-        args.export_dir = os.path.join(REPO_ROOT, "saved_models", f"bert_sst2_{args.init}")
+        args.export_dir = os.path.join(common.REPO_ROOT, "saved_models", f"bert_sst2_{args.init}")
     return args
-
-
-class KillAfterSteps(keras.callbacks.Callback):
-    """Ends the process without any cleanup after `steps` batches (a simulated kill)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps, self.seen = steps, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen >= self.steps:
-            os._exit(3)
-
-
-class RecordStart(keras.callbacks.Callback):
-    """Records the optimizer step fit starts from (> 0 when BackupAndRestore resumed)."""
-
-    def on_train_begin(self, logs=None):
-        self.initial_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        print(f"Training starts at optimizer step {self.initial_step}.")
-
-
-def sst2_path(data_dir, split):
-    path = os.path.join(data_dir, "sst2", f"{split}.tsv")
-    if os.path.exists(path):
-        return path
-    return keras.utils.get_file(
-        f"{split}.tsv", SST2_URL + f"{split}.tsv", cache_dir=os.path.abspath(data_dir), cache_subdir="sst2"
-    )
 
 
 def load_backbone(args, train_sentences):
@@ -183,8 +146,10 @@ def main(argv=None):
     from keras_transformers.data import bert as bert_data
 
     # 1. SST-2: train for fitting, dev for accuracy (the test labels are GLUE's secret).
-    train_sentences, train_labels = bert_data.read_sst2(sst2_path(args.data_dir, "train"))
-    dev_sentences, dev_labels = bert_data.read_sst2(sst2_path(args.data_dir, "dev"))
+    train_sentences, train_labels = bert_data.read_sst2(
+        common.local_or_download(args.data_dir, "sst2", "train.tsv", SST2_URL))
+    dev_sentences, dev_labels = bert_data.read_sst2(
+        common.local_or_download(args.data_dir, "sst2", "dev.tsv", SST2_URL))
     if args.train_limit:
         train_sentences, train_labels = train_sentences[: args.train_limit], train_labels[: args.train_limit]
     if args.smoke:
@@ -216,21 +181,8 @@ def main(argv=None):
     )
 
     # 3. Fine-tuning with checkpoints and resumption.
-    record_start = RecordStart()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup"), save_freq=args.backup_every),
-        record_start,
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(args.output, "checkpoints", "best.weights.h5"),
-            monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-        ),
-    ]
-    if importlib.util.find_spec("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
-    else:
-        print("No TensorBoard logs: the tensorboard package is not installed.")
-    if args.kill_after_steps:
-        callbacks.append(KillAfterSteps(args.kill_after_steps))
+    callbacks, initial_step = common.fit_callbacks(
+        args, checkpoint="best.weights.h5", monitor="val_accuracy", mode="max")
     started = time.time()
     history = model.fit(
         train_data, validation_data=dev_data, epochs=args.epochs, callbacks=callbacks, shuffle=False
@@ -244,16 +196,17 @@ def main(argv=None):
     # 5. Attention maps of a dev sentence; export (serving_default + classify) and check.
     pictures = draw(backbone, tokenizer, dev_sentences[0], args)
     inputs = {name: x.numpy() for name, x in next(iter(dev_data))[0].items()}
-    export = export_and_check(model, {name: x[:4] for name, x in inputs.items()}, args)
+    export = common.export_and_check(model, {name: x[:4] for name, x in inputs.items()}, args, classify=True)
+    export["classify_labels_match"] = export.pop("labels_match")
 
     metrics = {
         "backend": keras.backend.backend(),
-        "command": "python examples/finetune_bert.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": common.command_line("finetune_bert.py", argv),
         "smoke": args.smoke,
         "init": args.init,
         "train_sentences": len(train_sentences),
         "dev_sentences": len(dev_sentences),
-        "initial_step": record_start.initial_step,
+        "initial_step": initial_step.initial_step,
         "train_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "train_minutes": train_minutes,
         "dev_accuracy": results["accuracy"],
@@ -264,9 +217,7 @@ def main(argv=None):
         "export": export,
         "config": vars(args),
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
-    print(json.dumps({k: metrics[k] for k in ("init", "dev_accuracy", "train_minutes")}))
+    common.write_metrics(args.output, metrics, summary=("init", "dev_accuracy", "train_minutes"))
     return metrics
 
 
@@ -287,26 +238,6 @@ def draw(backbone, tokenizer, sentence, args):
         title=f"self-attention after fine-tuning ({args.init})",
     )
     return {"self_attention": path}
-
-
-def export_and_check(model, inputs, args):
-    """Exports with export_saved_model; checks serving_default and classify against the model."""
-    import tensorflow as tf
-
-    from keras_transformers.export import export_saved_model
-
-    path = export_saved_model(model, args.export_dir, version=args.version, overwrite=True)
-    logits = keras.ops.convert_to_numpy(model(inputs, training=False))
-    loaded = tf.saved_model.load(path)
-    tensors = {name: tf.constant(x) for name, x in inputs.items()}
-    served = loaded.signatures["serving_default"](**tensors)["logits"].numpy()
-    classified = loaded.signatures["classify"](**tensors)
-    difference = float(np.max(np.abs(served - logits)))
-    same_labels = bool(np.array_equal(classified["label"].numpy(), logits.argmax(-1)))
-    if not difference < 1e-4 or not same_labels:
-        raise RuntimeError(f"The SavedModel differs from the model (max |diff| {difference}, labels {same_labels})")
-    print(f"Exported to {path}; serving_default and classify match the model (max |diff| {difference:.2e}).")
-    return {"path": path, "max_abs_difference": difference, "classify_labels_match": same_labels}
 
 
 if __name__ == "__main__":

@@ -40,32 +40,28 @@ CI smoke run (under a minute on 2 CPU cores):
 """
 
 import argparse
-import importlib.util
-import json
 import os
-import sys
 import time
 
 import keras
-import numpy as np
 
 from keras_transformers.losses import SparseCategoricalCrossentropy
 from keras_transformers.models.bert import bert, bert_pretraining
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common  # examples/common.py
 HELD_OUT = 1000  # test.tsv's first articles, never trained on
 AGNEWS_URL = "https://raw.githubusercontent.com/forest-snow/alps/master/data/agnews/"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join(REPO_ROOT, "..", "shared", "data"),
-                        help="folder holding agnews/{dev,test}.tsv (downloaded there when absent)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "runs", "pretrain_bert"))
-    parser.add_argument("--export-dir", default=os.path.join(REPO_ROOT, "saved_models", "bert_pretraining"))
-    parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
+    common.add_common_arguments(
+        parser,
+        data_help="folder holding agnews/{dev,test}.tsv (downloaded there when absent)",
+        output=os.path.join(common.REPO_ROOT, "runs", "pretrain_bert"),
+        export_dir=os.path.join(common.REPO_ROOT, "saved_models", "bert_pretraining"),
+        backup_every=100, epochs=5, batch_size=64,
+    )
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--num-heads", type=int, default=2)
@@ -78,10 +74,6 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-fraction", type=float, default=0.05)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training articles")
-    parser.add_argument("--backup-every", type=int, default=100, help="steps between backups")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny and fast, for CI")
-    parser.add_argument("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs = min(args.epochs, 2)
@@ -93,38 +85,6 @@ def parse_args(argv=None):
     return args
 
 
-class KillAfterSteps(keras.callbacks.Callback):
-    """Ends the process without any cleanup after `steps` batches (a simulated kill)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps, self.seen = steps, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen >= self.steps:
-            os._exit(3)
-
-
-class RecordStart(keras.callbacks.Callback):
-    """Records the optimizer step fit starts from (> 0 when BackupAndRestore resumed)."""
-
-    def on_train_begin(self, logs=None):
-        self.initial_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        print(f"Training starts at optimizer step {self.initial_step}.")
-
-
-def agnews_path(data_dir, name):
-    """agnews/<name>.tsv in --data-dir, fetched from its upstream copy when absent."""
-    path = os.path.join(data_dir, "agnews", f"{name}.tsv")
-    if os.path.exists(path):
-        return path
-    return keras.utils.get_file(
-        f"{name}.tsv", AGNEWS_URL + f"{name}.tsv",
-        cache_dir=os.path.abspath(data_dir), cache_subdir="agnews",
-    )
-
-
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
@@ -134,8 +94,11 @@ def main(argv=None):
     from keras_transformers.data import bert as bert_data
 
     # 1. The corpus: AG News articles as documents of sentences.
-    test_articles = bert_data.read_agnews(agnews_path(args.data_dir, "test"))
-    train_documents = bert_data.read_agnews(agnews_path(args.data_dir, "dev")) + test_articles[HELD_OUT:]
+    test_articles = bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "test.tsv", AGNEWS_URL))
+    train_documents = (
+        bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "dev.tsv", AGNEWS_URL))
+        + test_articles[HELD_OUT:]
+    )
     held_out_documents = test_articles[:HELD_OUT]
     if args.train_limit:
         train_documents = train_documents[: args.train_limit]
@@ -207,21 +170,8 @@ def main(argv=None):
     )
 
     # 5. Training with checkpoints and resumption.
-    record_start = RecordStart()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup"), save_freq=args.backup_every),
-        record_start,
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(args.output, "checkpoints", "epoch_{epoch:02d}.weights.h5"),
-            save_weights_only=True,
-        ),
-    ]
-    if importlib.util.find_spec("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
-    else:
-        print("No TensorBoard logs: the tensorboard package is not installed.")
-    if args.kill_after_steps:
-        callbacks.append(KillAfterSteps(args.kill_after_steps))
+    callbacks, initial_step = common.fit_callbacks(
+        args, checkpoint="epoch_{epoch:02d}.weights.h5", save_best_only=False)
     started = time.time()
     history = model.fit(
         train_data, validation_data=held_out_data, epochs=args.epochs, callbacks=callbacks,
@@ -244,16 +194,16 @@ def main(argv=None):
     inputs = next(iter(held_out_data))[0]
     inputs = {name: x.numpy()[:1] for name, x in inputs.items()}
     pictures = draw(backbone, tokenizer, inputs, args)
-    export = export_and_check(model, {name: x[:4] for name, x in next(iter(held_out_data))[0].items()}, args)
+    export = common.export_and_check(model, {name: x[:4] for name, x in next(iter(held_out_data))[0].items()}, args)
 
     metrics = {
         "backend": keras.backend.backend(),
-        "command": "python examples/pretrain_bert.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": common.command_line("pretrain_bert.py", argv),
         "smoke": args.smoke,
         "corpus": "AG News (../shared/data/agnews dev.tsv + test.tsv[1000:]); held out: test.tsv[:1000]",
         "train_pairs": len(train_pairs),
         "held_out_pairs": len(held_out_pairs),
-        "initial_step": record_start.initial_step,
+        "initial_step": initial_step.initial_step,
         "train_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "train_minutes": train_minutes,
         "held_out_mlm_accuracy": results["mlm_logits_accuracy"],
@@ -267,9 +217,8 @@ def main(argv=None):
         "export": export,
         "config": vars(args),
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
-    print(json.dumps({k: metrics[k] for k in ("held_out_mlm_accuracy", "held_out_nsp_accuracy", "train_minutes")}))
+    common.write_metrics(
+        args.output, metrics, summary=("held_out_mlm_accuracy", "held_out_nsp_accuracy", "train_minutes"))
     return metrics
 
 
@@ -287,27 +236,6 @@ def draw(backbone, tokenizer, inputs, args):
         title="BERT self-attention on a held-out pair ([MASK]ed as in training)",
     )
     return {"self_attention": path}
-
-
-def export_and_check(model, inputs, args):
-    """Exports with export_saved_model and compares the reloaded serving_default with the model."""
-    import tensorflow as tf
-
-    from keras_transformers.export import export_saved_model
-
-    path = export_saved_model(model, args.export_dir, version=args.version, overwrite=True)
-    inputs = {name: np.asarray(x) for name, x in inputs.items()}
-    expected = model(inputs, training=False)
-    serving = tf.saved_model.load(path).signatures["serving_default"]
-    served = serving(**{name: tf.constant(x) for name, x in inputs.items()})
-    difference = max(
-        float(np.max(np.abs(served[name].numpy() - keras.ops.convert_to_numpy(expected[name]))))
-        for name in ("mlm_logits", "nsp_logits")
-    )
-    if not difference < 1e-4:
-        raise RuntimeError(f"The SavedModel differs from the model by {difference}")
-    print(f"Exported to {path}; serving_default matches the model (max |diff| {difference:.2e}).")
-    return {"path": path, "max_abs_difference": difference}
 
 
 if __name__ == "__main__":

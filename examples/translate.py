@@ -41,8 +41,6 @@ positional_encoding.png, cross_attention.png; the SavedModel goes to
 """
 
 import argparse
-import importlib.util
-import json
 import os
 import time
 
@@ -53,18 +51,18 @@ from keras_transformers.losses import SparseCategoricalCrossentropy
 from keras_transformers.models.transformer import transformer
 from keras_transformers.schedules import TransformerSchedule
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common  # examples/common.py
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join(REPO_ROOT, "..", "shared", "data"),
-                        help="folder holding multi30k/ (downloaded there when absent)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "runs", "translate"))
-    parser.add_argument("--export-dir", default=os.path.join(REPO_ROOT, "saved_models", "transformer_multi30k"))
-    parser.add_argument("--version", type=int, default=1, help="the SavedModel's version folder")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=128)
+    common.add_common_arguments(
+        parser,
+        data_help="folder holding multi30k/ (downloaded there when absent)",
+        output=os.path.join(common.REPO_ROOT, "runs", "translate"),
+        export_dir=os.path.join(common.REPO_ROOT, "saved_models", "transformer_multi30k"),
+        backup_every=100, epochs=15, batch_size=128,
+    )
     parser.add_argument("--num-layers", type=int, default=3)
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--num-heads", type=int, default=8)
@@ -82,11 +80,6 @@ def parse_args(argv=None):
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training pairs")
     parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--backup-every", type=int, default=100, help="steps between backups")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny and fast, for CI")
-    # Testing resumption: end the process abruptly after N training steps, as a kill would.
-    parser.add_argument("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs = min(args.epochs, 2)
@@ -97,28 +90,6 @@ def parse_args(argv=None):
         args.buckets = []  # one shape: one compilation
         args.num_beams = 2
     return args
-
-
-class KillAfterSteps(keras.callbacks.Callback):
-    """Ends the process without any cleanup after `steps` batches (a simulated kill)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps = steps
-        self.seen = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen >= self.steps:
-            os._exit(3)
-
-
-class RecordStart(keras.callbacks.Callback):
-    """Records the optimizer step fit starts from (> 0 when BackupAndRestore resumed)."""
-
-    def on_train_begin(self, logs=None):
-        self.initial_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        print(f"Training starts at optimizer step {self.initial_step}.")
 
 
 def translate(model, tokenizer, sources, args, sampler, batch_size=100):
@@ -218,21 +189,7 @@ def main(argv=None):
     )
 
     # 5. Training with checkpoints and resumption.
-    record_start = RecordStart()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup"), save_freq=args.backup_every),
-        record_start,
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(args.output, "checkpoints", "best.weights.h5"),
-            monitor="val_loss", save_best_only=True, save_weights_only=True,
-        ),
-    ]
-    if importlib.util.find_spec("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
-    else:
-        print("No TensorBoard logs: the tensorboard package is not installed.")
-    if args.kill_after_steps:
-        callbacks.append(KillAfterSteps(args.kill_after_steps))
+    callbacks, initial_step = common.fit_callbacks(args, checkpoint="best.weights.h5", monitor="val_loss")
     started = time.time()
     history = model.fit(
         train_data, validation_data=val_data, epochs=args.epochs,
@@ -259,14 +216,16 @@ def main(argv=None):
     pictures = draw(model, tokenizer, test_de[0], beam[0] or greedy[0], args)
 
     # 8. Export for TF Serving, then reload the SavedModel and compare it with the model.
-    export = export_and_check(model, tokenizer, test_de[:4], test_en[:4], args)
+    data = translation.translation_dataset(test_de[:4], test_en[:4], tokenizer, 4, args.max_length)
+    inputs = {name: x.numpy() for name, x in next(iter(data))[0].items()}
+    export = common.export_and_check(model, inputs, args, max_sequence_length=args.max_length)
 
     metrics = {
         "backend": keras.backend.backend(),
-        "command": "python examples/translate.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": common.command_line("translate.py", argv),
         "smoke": args.smoke,
         "epochs": args.epochs,
-        "initial_step": record_start.initial_step,
+        "initial_step": initial_step.initial_step,
         "train_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "train_minutes": train_minutes,
         "decode_minutes": decode_minutes,
@@ -284,9 +243,8 @@ def main(argv=None):
         "export": export,
         "config": {k: v for k, v in vars(args).items()},
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
-    print(json.dumps({k: metrics[k] for k in ("test_bleu_greedy", "test_bleu_beam", "val_loss", "train_minutes")}))
+    common.write_metrics(
+        args.output, metrics, summary=("test_bleu_greedy", "test_bleu_beam", "val_loss", "train_minutes"))
     return metrics
 
 
@@ -314,29 +272,6 @@ def draw(model, tokenizer, source, translation_text, args):
         title="cross-attention: English (rows) over German (columns)",
     )
     return paths
-
-
-def export_and_check(model, tokenizer, sources, targets, args):
-    """Exports with export_saved_model and compares the reloaded serving_default with the model."""
-    import tensorflow as tf
-
-    from keras_transformers.data import translation
-    from keras_transformers.export import export_saved_model
-
-    path = export_saved_model(
-        model, args.export_dir, version=args.version, overwrite=True,
-        max_sequence_length=args.max_length,
-    )
-    data = translation.translation_dataset(sources, targets, tokenizer, len(sources), args.max_length)
-    inputs = {name: x.numpy() for name, x in next(iter(data))[0].items()}
-    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
-    serving = tf.saved_model.load(path).signatures["serving_default"]
-    served = serving(**{name: tf.constant(x) for name, x in inputs.items()})["logits"].numpy()
-    difference = float(np.max(np.abs(served - expected)))
-    if not difference < 1e-4:
-        raise RuntimeError(f"The SavedModel differs from the model by {difference}")
-    print(f"Exported to {path}; serving_default matches the model (max |diff| {difference:.2e}).")
-    return {"path": path, "max_abs_difference": difference}
 
 
 if __name__ == "__main__":
