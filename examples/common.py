@@ -48,6 +48,27 @@ def add_common_arguments(
     return size
 
 
+def fill_from_preset(args, preset):
+    """Sets each flag of `preset` that the command line left unset (None)."""
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def bert_optimizer(learning_rate, steps, warmup_fraction):
+    """AdamW as BERT's (weight decay 0.01, epsilon 1e-6), with linear warmup over
+    `warmup_fraction` of `steps` to `learning_rate`, then cosine decay (BERT decays linearly).
+    LayerNorm scales, biases and embeddings are not decayed, as in BERT's optimizer."""
+    warmup = max(1, int(warmup_fraction * steps))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, epsilon=1e-6)
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "embeddings"])
+    return optimizer
+
+
 def command_line(script, argv):
     """The command that ran, for metrics.json."""
     return f"python examples/{script} " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -168,14 +168,8 @@ def main(argv=None):
     )
 
     steps = args.epochs * (len(train_sentences) // args.batch_size)
-    warmup = max(1, int(args.warmup_fraction * steps))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - warmup), warmup_target=args.learning_rate, warmup_steps=warmup
-    )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, epsilon=1e-6)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "embeddings"])
     model.compile(
-        optimizer=optimizer,
+        optimizer=common.bert_optimizer(args.learning_rate, steps, args.warmup_fraction),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )

@@ -149,15 +149,8 @@ def main(argv=None):
     model.summary()
 
     steps = args.epochs * (len(train_pairs) // args.batch_size)
-    warmup = max(1, int(args.warmup_fraction * steps))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - warmup), warmup_target=args.learning_rate, warmup_steps=warmup
-    )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, epsilon=1e-6)
-    # LayerNorm scales, biases and embeddings are not decayed (as BERT's optimizer).
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "embeddings"])
     model.compile(
-        optimizer=optimizer,
+        optimizer=common.bert_optimizer(args.learning_rate, steps, args.warmup_fraction),
         loss={
             # The sample weights (mask_weights) keep padded prediction slots out of the mean.
             "mlm_logits": SparseCategoricalCrossentropy(from_logits=True),

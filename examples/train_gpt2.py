@@ -86,13 +86,9 @@ def parse_args(argv=None):
     parser.add_argument("--sampler", choices=("top_k", "top_p"), default="top_k")
     args = parser.parse_args(argv)
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
-    preset = PRESETS[size]
     if args.output is None:
         args.output = os.path.join(REPO_ROOT, "runs", "train_gpt2" + ("" if size == "full" else f"_{size}"))
-    for name, value in preset.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
+    return common.fill_from_preset(args, PRESETS[size])
 
 
 def main(argv=None):

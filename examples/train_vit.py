@@ -64,10 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-examples", type=int, help="use a stratified subset of the 10,000")
     parser.add_argument("--no-augment", action="store_true", help="no random 2-pixel shifts")
     args = parser.parse_args(argv)
-    for name, value in PRESETS["smoke" if args.smoke else "full"].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
+    return common.fill_from_preset(args, PRESETS["smoke" if args.smoke else "full"])
 
 
 def main(argv=None):
