@@ -6,9 +6,20 @@ import os
 import subprocess
 import sys
 
-from tests.testing import BACKEND
+import pytest
+
+from tests.testing import BACKEND, SHARED_DATA
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def smoke_marks(data_folder, reason):
+    """The marks of an example's smoke test: JAX only (CI runs them on one backend), and
+    only where ../shared/data holds `data_folder`."""
+    return [
+        pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
+        pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, data_folder)), reason=reason),
+    ]
 
 
 def run_example(script, output, *args, expect_returncode=0, timeout=600):

@@ -3,17 +3,12 @@
 import os
 
 import numpy as np
-import pytest
 
-from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
-from tests.testing import BACKEND, SHARED_DATA
+from tests.examples.run_example import (
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+)
 
-pytestmark = [
-    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
-    pytest.mark.skipif(
-        not os.path.isdir(os.path.join(SHARED_DATA, "sst2")), reason="no local SST-2 copy"
-    ),
-]
+pytestmark = smoke_marks("sst2", reason="no local SST-2 copy")
 
 
 def test_finetune_bert_smoke_resumes_after_a_kill(tmp_path):

@@ -1,21 +1,14 @@
 """The smoke run of examples/pretrain_bert.py: MLM + NSP, held-out accuracies, backbone, export."""
 
-import os
-
 import keras
-import pytest
 
 import keras_transformers.models  # noqa: F401  (registers the classes backbone.keras holds)
 
-from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
-from tests.testing import BACKEND, SHARED_DATA
+from tests.examples.run_example import (
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+)
 
-pytestmark = [
-    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
-    pytest.mark.skipif(
-        not os.path.isdir(os.path.join(SHARED_DATA, "agnews")), reason="no local AG News copy"
-    ),
-]
+pytestmark = smoke_marks("agnews", reason="no local AG News copy")
 
 
 def test_pretrain_bert_smoke(tmp_path):

@@ -1,17 +1,12 @@
 """The smoke run of examples/train_vit.py: trains, draws, exports both signatures (JAX only in CI)."""
 
-import os
-
 import numpy as np
-import pytest
 
-from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
-from tests.testing import BACKEND, SHARED_DATA
+from tests.examples.run_example import (
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+)
 
-pytestmark = [
-    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
-    pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist-test")), reason="no local MNIST"),
-]
+pytestmark = smoke_marks("mnist-test", reason="no local MNIST")
 
 
 def test_train_vit_smoke(tmp_path):

@@ -3,17 +3,12 @@
 import os
 
 import numpy as np
-import pytest
 
-from tests.examples.run_example import assert_finite, assert_pictures, load_export, read_metrics, run_example
-from tests.testing import BACKEND, SHARED_DATA
+from tests.examples.run_example import (
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+)
 
-pytestmark = [
-    pytest.mark.skipif(BACKEND != "jax", reason="the example smoke runs run on one backend (jax)"),
-    pytest.mark.skipif(
-        not os.path.isdir(os.path.join(SHARED_DATA, "multi30k")), reason="no local Multi30k copy"
-    ),
-]
+pytestmark = smoke_marks("multi30k", reason="no local Multi30k copy")
 
 
 def test_translate_smoke(tmp_path):
