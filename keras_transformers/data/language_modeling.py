@@ -21,24 +21,28 @@ def load_tiny_shakespeare(data_dir=None, download=False, packaged_sample=False):
 
     Looked for, in order: `<data_dir>/tinyshakespeare/input.txt` (or
     `<data_dir>/input.txt`); with `download`, TFDS `tiny_shakespeare` (which
-    downloads the same file; its three splits are joined back in order); with
-    `packaged_sample`, the first ~20 KB packaged with this library (also when
-    the download fails).
+    downloads the same file, or takes it from a TFDS manual folder; its three
+    splits are joined back in order); with `packaged_sample`, the first ~20 KB
+    packaged with this library (also when TFDS fails: `source` then says why).
 
-    The local file is read directly rather than through TFDS: TFDS's builder
-    accepts it as a manual download (same sha256), but `download_and_prepare`
-    needs `importlib_resources`, which this project's environment lacks.
+    The local file is read directly rather than through TFDS, which would copy it
+    into its own data folder first. TFDS accepts the same file (same sha256) offline
+    as a manual download: `tfds.builder("tiny_shakespeare").download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=<folder with input.txt>))`,
+    after which `download=True` finds it; this needs the `importlib_resources` package
+    (in this project's `test` extras).
 
     Args:
         data_dir: a folder holding `tinyshakespeare/input.txt`, or None.
-        download: whether to fall back on `tensorflow_datasets` (internet).
+        download: whether to fall back on `tensorflow_datasets` (internet, or a
+            dataset TFDS has already prepared).
         packaged_sample: whether to fall back on the packaged sample.
 
     Returns:
         (text, source): the text as a str and a description of its origin.
 
     Raises:
-        FileNotFoundError: when no source is found.
+        FileNotFoundError: when no source is found; it names the TFDS error, if any.
 
     Example:
 
@@ -51,6 +55,8 @@ def load_tiny_shakespeare(data_dir=None, download=False, packaged_sample=False):
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as f:
                     return f.read(), os.path.normpath(path)
+    missing = f"No {TINY_SHAKESPEARE_PATH} under data_dir={data_dir!r}"
+    tfds_error = None
     if download:
         try:
             import tensorflow_datasets as tfds
@@ -60,15 +66,24 @@ def load_tiny_shakespeare(data_dir=None, download=False, packaged_sample=False):
             return text, "tfds tiny_shakespeare"
         # Offline, TFDS fails in many ways (DNS, HTTP, missing modules): any of them
         # means "no download" when the packaged sample may stand in.
-        except Exception:
+        except Exception as error:
+            lines = str(error).strip().splitlines()
+            tfds_error = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
             if not packaged_sample:
-                raise
+                raise FileNotFoundError(
+                    f"{missing}, and TFDS tiny_shakespeare failed ({tfds_error}). Put the text "
+                    f"(karpathy/char-rnn's data/tinyshakespeare/input.txt) at "
+                    f"<data_dir>/{TINY_SHAKESPEARE_PATH}, or prepare TFDS offline with "
+                    "tfds.builder('tiny_shakespeare').download_and_prepare(download_config="
+                    "tfds.download.DownloadConfig(manual_dir=<folder holding input.txt>))."
+                ) from error
     if packaged_sample:
         sample = importlib.resources.files("keras_transformers") / "data" / "tinyshakespeare_sample.txt"
-        return sample.read_text(encoding="utf-8"), "packaged sample (keras_transformers/data)"
-    raise FileNotFoundError(
-        f"No {TINY_SHAKESPEARE_PATH} under data_dir={data_dir!r}; pass download=True for TFDS."
-    )
+        source = "packaged sample (keras_transformers/data)"
+        if tfds_error:
+            source += f"; TFDS tiny_shakespeare failed: {tfds_error}"
+        return sample.read_text(encoding="utf-8"), source
+    raise FileNotFoundError(f"{missing}; pass download=True for TFDS tiny_shakespeare.")
 
 
 def character_tokenizer():

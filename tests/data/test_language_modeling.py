@@ -34,6 +34,40 @@ def test_missing_text_raises_and_sample_fallback(tmp_path):
     assert text.startswith("First Citizen:") and "packaged" in source
 
 
+@needs_data
+def test_tfds_prepares_tiny_shakespeare_offline_and_the_loader_joins_its_splits(tmp_path, monkeypatch):
+    """TFDS takes ../shared/data/tinyshakespeare as its manual folder (no internet), and the
+    TFDS fallback of load_tiny_shakespeare gives back the local file exactly."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(
+        download_dir=str(tmp_path / "downloads"),
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(SHARED_DATA, "tinyshakespeare")),
+    )
+    real_load = tfds.load
+    monkeypatch.setattr(
+        tfds, "load", lambda name, **kwargs: real_load(name, data_dir=str(tmp_path / "tfds"), download=False, **kwargs)
+    )
+    text, source = language_modeling.load_tiny_shakespeare(str(tmp_path / "empty"), download=True)
+    assert source == "tfds tiny_shakespeare"
+    with open(os.path.join(SHARED_DATA, "tinyshakespeare", "input.txt"), encoding="utf-8") as f:
+        assert text == f.read()
+
+
+def test_tfds_failure_is_named(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def offline(name, **kwargs):
+        raise ConnectionError("no route to host\nmore details")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(FileNotFoundError, match="TFDS tiny_shakespeare failed \\(ConnectionError: no route to host\\)"):
+        language_modeling.load_tiny_shakespeare(str(tmp_path), download=True)
+    text, source = language_modeling.load_tiny_shakespeare(str(tmp_path), download=True, packaged_sample=True)
+    assert text.startswith("First Citizen:")
+    assert source == "packaged sample (keras_transformers/data); TFDS tiny_shakespeare failed: ConnectionError: no route to host"
+
+
 def test_training_windows_are_next_token_pairs():
     ids = np.arange(1000, dtype="int32")
     dataset = language_modeling.training_windows(ids, 16, batch_size=4, seed=3)
