@@ -28,11 +28,12 @@ import datetime
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
+
+from common import machine, seconds_per_call
 
 CONFIG = dict(
     vocabulary_size=8192,
@@ -47,13 +48,6 @@ BATCHES = (1, 32)
 METHODS = ("savedmodel", "predict", "call")
 PROMPT_LENGTH, NEW_TOKENS = 64, 64
 GENERATORS = ("savedmodel", "python")
-
-
-def time_calls(call, iterations):
-    start = time.perf_counter()
-    for _ in range(iterations):
-        call()
-    return (time.perf_counter() - start) / iterations
 
 
 def run(repeats, iterations, warmup):
@@ -100,7 +94,7 @@ def run(repeats, iterations, warmup):
         times = {method: [] for method in METHODS}
         for _ in range(repeats):
             for method in METHODS:  # alternating, so drift hits all three
-                times[method].append(time_calls(calls[method], iterations))
+                times[method].append(seconds_per_call(calls[method], iterations))
         medians = {method: statistics.median(times[method]) for method in METHODS}
         results[f"batch_{batch}"] = {
             **{f"{method}_ms": round(1e3 * medians[method], 3) for method in METHODS},
@@ -130,7 +124,7 @@ def run(repeats, iterations, warmup):
         times = {name: [] for name in GENERATORS}
         for _ in range(repeats):
             for name in GENERATORS:
-                times[name].append(time_calls(calls[name], 1))
+                times[name].append(seconds_per_call(calls[name], 1))
         rates = {name: batch * NEW_TOKENS / statistics.median(times[name]) for name in GENERATORS}
         generation[f"batch_{batch}"] = {
             **{f"{name}_tokens_per_s": round(rates[name], 1) for name in GENERATORS},
@@ -161,16 +155,6 @@ def run(repeats, iterations, warmup):
         "results": results,
         "generation": {"prompt_length": PROMPT_LENGTH, "new_tokens": NEW_TOKENS, "results": generation},
     }
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def table(path):

@@ -29,6 +29,8 @@ import os
 import statistics
 import time
 
+from common import machine
+
 CONFIG = dict(
     vocabulary_size=8192,
     num_layers=4,
@@ -161,18 +163,6 @@ def run(repeats, warmup):
         "results": results,
         "latency": latency,
     }
-
-
-def machine():
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def table(paths):

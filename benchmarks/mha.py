@@ -21,9 +21,9 @@ import datetime
 import importlib.metadata
 import json
 import os
-import platform
 import statistics
-import time
+
+from common import machine, seconds_per_call
 
 BATCH, LENGTH, HIDDEN, HEADS, KEY_DIM, DROPOUT = 8, 256, 256, 4, 64, 0.1
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -42,13 +42,6 @@ def build(kind, keras):
     model = keras.Model(inputs, outputs, name=kind)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     return model
-
-
-def time_steps(step, iterations):
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()  # train_on_batch / predict_on_batch return host values: each step is synced.
-    return (time.perf_counter() - start) / iterations
 
 
 def run(repeats, iterations, warmup):
@@ -72,7 +65,7 @@ def run(repeats, iterations, warmup):
         times = {kind: [] for kind in by_kind}
         for _ in range(repeats):
             for kind, step in by_kind.items():  # alternating, so drift hits both
-                times[kind].append(time_steps(step, iterations))
+                times[kind].append(seconds_per_call(step, iterations))
         ours, theirs = statistics.median(times["ours"]), statistics.median(times["keras"])
         results[mode] = {
             "ours_ms": round(1e3 * ours, 3),
@@ -110,16 +103,6 @@ def run(repeats, iterations, warmup):
         },
         "results": results,
     }
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def table(paths):

@@ -1,0 +1,70 @@
+"""What every benchmark here shares: the machine's description, versions and a step timer.
+
+The benchmark scripts run as `python benchmarks/<name>.py`, so this module is importable
+as `common` from them.
+"""
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import time
+
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+BACKEND_ORDER = {"tensorflow": 0, "jax": 1, "torch": 2}
+
+
+def machine():
+    """The CPU model (or GPU name, when one is in use), core count and OS, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = accelerator()
+    described = f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    return f"{gpu}; host {described}" if gpu else described
+
+
+def accelerator():
+    """The name of the GPU the current Keras backend computes on, or None on CPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else device.device_kind
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else None
+    return None
+
+
+def versions(*extra_packages):
+    """Keras, the backend's package and `extra_packages`, name -> installed version."""
+    import keras
+
+    names = ["keras", BACKEND_PACKAGES[keras.backend.backend()], *extra_packages]
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def today():
+    return datetime.date.today().isoformat()
+
+
+def seconds_per_call(fn, iterations):
+    """Mean wall time of `fn()` over `iterations` calls; `fn` must return only when done
+    (for example by returning host values, as `train_on_batch` and `predict_on_batch` do)."""
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    return (time.perf_counter() - start) / iterations

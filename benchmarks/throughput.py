@@ -1,0 +1,519 @@
+"""Training and inference throughput of our GPT-2, BERT and ViT against keras-hub's backbones.
+
+One small configuration for all three (the issue's): vocabulary 8192, 4 layers, 4 heads,
+hidden 256, intermediate 1024, dropout 0.1, sequences of 128 tokens, batch 8; ViT on 32x32x3
+images in 4x4 patches (64 patches + a class token). Each model gets the same head on both
+sides:
+
+- GPT-2: next-token logits from the tied token embedding (keras-hub: `GPT2Backbone` and its
+  `token_embedding(..., reverse=True)`, as `GPT2CausalLM` does); loss over all 128 positions.
+- BERT: a Dense(2) classifier on the pooled output (`BertBackbone`'s `pooled_output`).
+- ViT: a Dense(10) classifier on the class token (`ViTBackbone` output at position 0; ours:
+  `vit(num_classes=10)`).
+
+Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
+`jit_compile="auto"`: XLA on TensorFlow and JAX, eager on torch) and timed alternately in
+one process: `train_on_batch` (dropout on) and `predict_on_batch`, several repeats of a few
+steps each after warm-up steps that compile; the median is reported as tokens per second
+(ViT: patches per second) and `speedup = ours / keras-hub`.
+
+Model FLOPs utilisation: the matmul FLOPs of one step, counted from the configuration
+(`step_flops`; training = 3 x forward), over the step time, as a fraction of the backend's
+own measured matmul rate (`matmul_peak`, the best of several square products).
+
+Peak memory: each model is also built and trained for a few steps in its own process
+(`--memory`), which reports the growth of the process' peak resident memory over its
+baseline after imports (CPU), or the framework allocator's peak (GPU: torch
+`max_memory_allocated`, JAX `peak_bytes_in_use` with preallocation off).
+
+    KERAS_BACKEND=jax python benchmarks/throughput.py \
+        --output benchmarks/results/throughput_jax.json
+    python benchmarks/throughput.py --table benchmarks/results/throughput_*.json \
+        > benchmarks/RESULTS.md
+
+`benchmarks/run_throughput.sh` does both for the three backends.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import common
+
+CONFIG = dict(
+    vocabulary_size=8192,
+    num_layers=4,
+    num_heads=4,
+    hidden_dim=256,
+    intermediate_dim=1024,
+    dropout=0.1,
+    sequence_length=128,
+    batch_size=8,
+    image_size=32,
+    patch_size=4,
+    num_channels=3,
+    num_classes={"bert": 2, "vit": 10},
+)
+MODELS = ("gpt2", "bert", "vit")
+LIBRARIES = ("ours", "keras_hub")
+
+
+def example_inputs(model_name, config, seed=0):
+    """Random inputs and labels of one batch: (inputs, labels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batch, length = config["batch_size"], config["sequence_length"]
+    if model_name == "vit":
+        size = config["image_size"]
+        images = rng.uniform(size=(batch, size, size, config["num_channels"])).astype("float32")
+        labels = rng.integers(0, config["num_classes"]["vit"], (batch,)).astype("int32")
+        return {"images": images}, labels
+    token_ids = rng.integers(1, config["vocabulary_size"], (batch, length)).astype("int32")
+    inputs = {"token_ids": token_ids, "padding_mask": np.ones((batch, length), "int32")}
+    if model_name == "bert":
+        segment_ids = np.zeros((batch, length), "int32")
+        segment_ids[:, length // 2 :] = 1
+        inputs["segment_ids"] = segment_ids
+        return inputs, rng.integers(0, 2, (batch,)).astype("int32")
+    labels = rng.integers(0, config["vocabulary_size"], (batch, length)).astype("int32")
+    return inputs, labels
+
+
+def library_inputs(model_name, library, inputs):
+    """keras-hub's ViTBackbone takes the image array itself; every other model, the dict."""
+    return inputs["images"] if (model_name, library) == ("vit", "keras_hub") else inputs
+
+
+def build(model_name, library, config, dtype=None):
+    """The model of `library` ("ours" or "keras_hub") with the head described above."""
+    import keras
+
+    widths = dict(
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        hidden_dim=config["hidden_dim"],
+    )
+    if library == "ours":
+        from keras_transformers.models import bert, gpt2, vit
+
+        if model_name == "gpt2":
+            return gpt2.gpt2(
+                config["vocabulary_size"],
+                intermediate_dim=config["intermediate_dim"],
+                max_sequence_length=config["sequence_length"],
+                dropout=config["dropout"],
+                dtype=dtype,
+                **widths,
+            )
+        if model_name == "bert":
+            backbone = bert.bert(
+                config["vocabulary_size"],
+                intermediate_dim=config["intermediate_dim"],
+                max_sequence_length=config["sequence_length"],
+                dropout=config["dropout"],
+                dtype=dtype,
+                **widths,
+            )
+            return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
+        return vit.vit(
+            config["image_size"],
+            config["patch_size"],
+            intermediate_dim=config["intermediate_dim"],
+            num_classes=config["num_classes"]["vit"],
+            num_channels=config["num_channels"],
+            dropout=config["dropout"],
+            dtype=dtype,
+            **widths,
+        )
+
+    import keras_hub
+
+    if model_name == "gpt2":
+        backbone = keras_hub.models.GPT2Backbone(
+            config["vocabulary_size"],
+            intermediate_dim=config["intermediate_dim"],
+            max_sequence_length=config["sequence_length"],
+            dropout=config["dropout"],
+            dtype=dtype,
+            **widths,
+        )
+        logits = backbone.token_embedding(backbone.output, reverse=True)
+        return keras.Model(backbone.input, keras.ops.cast(logits, "float32"), name="keras_hub_gpt2")
+    if model_name == "bert":
+        backbone = keras_hub.models.BertBackbone(
+            config["vocabulary_size"],
+            intermediate_dim=config["intermediate_dim"],
+            max_sequence_length=config["sequence_length"],
+            dropout=config["dropout"],
+            dtype=dtype,
+            **widths,
+        )
+        return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
+    size = config["image_size"]
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, config["num_channels"]),
+        patch_size=config["patch_size"],
+        mlp_dim=config["intermediate_dim"],
+        dropout_rate=config["dropout"],
+        attention_dropout=config["dropout"],
+        dtype=dtype,
+        **widths,
+    )
+    return _with_head(keras, backbone, backbone.output[:, 0], config, "vit", dtype)
+
+
+def _with_head(keras, backbone, features, config, model_name, dtype):
+    logits = keras.layers.Dense(
+        config["num_classes"][model_name], dtype=dtype, name="benchmark_head"
+    )(features)
+    return keras.Model(backbone.input, keras.ops.cast(logits, "float32"), name=f"{backbone.name}_head")
+
+
+def compile_model(model):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile="auto",
+    )
+    return model
+
+
+def items_per_step(model_name, config):
+    """Tokens (ViT: patches) in one batch."""
+    if model_name == "vit":
+        return config["batch_size"] * (config["image_size"] // config["patch_size"]) ** 2
+    return config["batch_size"] * config["sequence_length"]
+
+
+def step_flops(model_name, config, training):
+    """Matmul FLOPs of one forward (x3 when `training`) pass over one batch.
+
+    Per layer and position: 2 x (4 d^2 + 2 d f) for the projections and the feed-forward
+    network, plus 4 T d for Q K^T and the attention-weighted values (the full T x T square,
+    as PaLM's MFU counts it). Heads: GPT-2's vocabulary projection at every position,
+    BERT's pooler and classifier once per sequence, ViT's patch projection per patch and
+    classifier once per image. Embedding look-ups, norms and softmax are not counted.
+    """
+    d, f, layers = config["hidden_dim"], config["intermediate_dim"], config["num_layers"]
+    if model_name == "vit":
+        patches = (config["image_size"] // config["patch_size"]) ** 2
+        length = patches + 1  # the class token
+        patch_values = config["patch_size"] ** 2 * config["num_channels"]
+        head = 2 * patches * patch_values * d + 2 * d * config["num_classes"]["vit"]
+    else:
+        length = config["sequence_length"]
+        if model_name == "gpt2":
+            head = 2 * length * d * config["vocabulary_size"]
+        else:
+            head = 2 * d * d + 2 * d * config["num_classes"]["bert"]
+    blocks = layers * length * (2 * (4 * d * d + 2 * d * f) + 4 * length * d)
+    forward = config["batch_size"] * (blocks + head)
+    return 3 * forward if training else forward
+
+
+def matmul_peak(dtype="float32", size=None, repeats=5):
+    """FLOP/s of the best of `repeats` timed (size x size) @ (size x size) products, compiled
+    the backend's usual way (jax.jit, tf.function(jit_compile=True), eager torch)."""
+    import time
+
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    on_gpu = common.accelerator() is not None
+    size = size or (8192 if on_gpu else 2048)
+    host = np.random.default_rng(0).normal(size=(size, size)).astype("float32")
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(host, dtype=dtype)
+        product = jax.jit(lambda x: x @ x)
+
+        def run():
+            product(a).block_until_ready()
+
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        a = tf.cast(tf.constant(host), dtype)
+        product = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+
+        def run():
+            product(a).numpy()
+
+    else:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        a = torch.as_tensor(host, device=device).to(getattr(torch, dtype))
+
+        def run():
+            a @ a
+            if device == "cuda":
+                torch.cuda.synchronize()
+            # On the CPU the product is done when `@` returns.
+
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def measure(config, models, repeats, steps, warmup, dtype):
+    """Times every model of both libraries alternately; returns the results dict."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    peak_dtype = "bfloat16" if dtype == "mixed_bfloat16" else "float16" if dtype == "mixed_float16" else "float32"
+    peak = matmul_peak(peak_dtype)
+    print(f"{keras.backend.backend()}: matmul peak {peak / 1e9:.1f} GFLOP/s ({peak_dtype})", flush=True)
+    results = {}
+    for model_name in models:
+        inputs, labels = example_inputs(model_name, config)
+        built = {library: compile_model(build(model_name, library, config, dtype)) for library in LIBRARIES}
+        steps_by_mode = {
+            "training": {
+                lib: (lambda m=m, x=library_inputs(model_name, lib, inputs): m.train_on_batch(x, labels))
+                for lib, m in built.items()
+            },
+            "inference": {
+                lib: (lambda m=m, x=library_inputs(model_name, lib, inputs): m.predict_on_batch(x))
+                for lib, m in built.items()
+            },
+        }
+        results[model_name] = {
+            "parameters": {lib: int(m.count_params()) for lib, m in built.items()},
+        }
+        for mode, by_library in steps_by_mode.items():
+            for step in by_library.values():
+                for _ in range(warmup):
+                    step()
+            times = {library: [] for library in by_library}
+            for _ in range(repeats):
+                for library, step in by_library.items():  # alternating, so drift hits both
+                    times[library].append(common.seconds_per_call(step, steps))
+            items = items_per_step(model_name, config)
+            flops = step_flops(model_name, config, training=mode == "training")
+            entry = {}
+            for library, values in times.items():
+                seconds = statistics.median(values)
+                entry[library] = {
+                    "items_per_second": round(items / seconds, 1),
+                    "step_ms": round(1e3 * seconds, 3),
+                    "step_ms_all": [round(1e3 * t, 3) for t in values],
+                    "mfu": round(flops / seconds / peak, 4),
+                }
+            entry["speedup"] = round(
+                entry["ours"]["items_per_second"] / entry["keras_hub"]["items_per_second"], 3
+            )
+            results[model_name][mode] = entry
+            print(
+                f"{keras.backend.backend():10s} {model_name:4s} {mode:9s} "
+                f"ours {entry['ours']['items_per_second']:9.0f}/s  "
+                f"keras-hub {entry['keras_hub']['items_per_second']:9.0f}/s  "
+                f"speedup {entry['speedup']:.2f}x  MFU ours {entry['ours']['mfu']:.1%} "
+                f"keras-hub {entry['keras_hub']['mfu']:.1%}",
+                flush=True,
+            )
+        del built
+    return {"matmul_peak_flops": round(peak), "matmul_peak_dtype": peak_dtype, "results": results}
+
+
+class _ResidentPeak:
+    """Samples the process' resident memory every millisecond in a thread; `peak` is the
+    highest value seen. (ru_maxrss cannot be used: the imports' own peak can hide the
+    model's.)"""
+
+    def __init__(self):
+        import threading
+
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def current():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self.current())
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self.current())
+
+
+def peak_memory(model_name, library, config, dtype, steps=3):
+    """Builds, compiles and trains one model for `steps` steps; returns its peak bytes over
+    the baseline before the build."""
+    import keras
+
+    # Both libraries are imported before the baseline, so neither pays for its imports.
+    import keras_hub  # noqa: F401
+
+    import keras_transformers.models  # noqa: F401
+
+    backend = keras.backend.backend()
+    gpu = common.accelerator()
+    inputs, labels = example_inputs(model_name, config)
+    if gpu and backend == "torch":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    elif gpu and backend == "jax":
+        import jax
+
+        baseline = jax.devices()[0].memory_stats()["bytes_in_use"]
+    else:
+        sampler = _ResidentPeak()
+        baseline = sampler.peak
+    model = compile_model(build(model_name, library, config, dtype))
+    for _ in range(steps):
+        model.train_on_batch(library_inputs(model_name, library, inputs), labels)
+    if gpu and backend == "torch":
+        return torch.cuda.max_memory_allocated() - baseline
+    if gpu and backend == "jax":
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"] - baseline
+    return sampler.stop() - baseline
+
+
+def memory_in_subprocesses(config, models, dtype):
+    """Peak memory of each model, each in a fresh process (peaks do not reset in-process)."""
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    memory = {}
+    for model_name in models:
+        memory[model_name] = {}
+        for library in LIBRARIES:
+            command = [sys.executable, __file__, "--memory", model_name, library, "--config",
+                       json.dumps(config)]
+            if dtype:
+                command += ["--dtype", dtype]
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("peak_bytes=")]
+            if out.returncode or not lines:
+                raise RuntimeError(f"memory run of {model_name}/{library} failed:\n{out.stderr[-3000:]}")
+            memory[model_name][library] = int(lines[-1].split("=", 1)[1])
+            print(f"{model_name:4s} {library:9s} peak memory {memory[model_name][library] / 2**20:8.1f} MiB",
+                  flush=True)
+    return memory
+
+
+def run(args):
+    import keras
+
+    config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
+    measured = measure(config, args.models, args.repeats, args.steps, args.warmup, args.dtype)
+    if not args.skip_memory:
+        memory = memory_in_subprocesses(config, args.models, args.dtype)
+        for model_name, by_library in memory.items():
+            measured["results"][model_name]["peak_memory_bytes"] = by_library
+    return {
+        "backend": keras.backend.backend(),
+        "accelerator": common.accelerator(),
+        "dtype_policy": args.dtype or "float32",
+        "versions": common.versions("keras-hub"),
+        "machine": common.machine(),
+        "date": common.today(),
+        "config": config,
+        "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
+        "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
+        **measured,
+    }
+
+
+def table(paths):
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    runs.sort(key=lambda r: (r.get("accelerator") or "", common.BACKEND_ORDER.get(r["backend"], 3), r["dtype_policy"]))
+    config = runs[0]["config"] if runs else CONFIG
+    lines = [
+        "# Throughput: keras_transformers vs keras-hub",
+        "",
+        "Generated by `benchmarks/run_throughput.sh` (benchmarks/throughput.py); do not edit by hand.",
+        f"Vocabulary {config['vocabulary_size']}, {config['num_layers']} layers, {config['num_heads']} heads, "
+        f"hidden {config['hidden_dim']}, intermediate {config['intermediate_dim']}, dropout {config['dropout']}, "
+        f"sequence {config['sequence_length']}, batch {config['batch_size']}; ViT {config['image_size']}x"
+        f"{config['image_size']} images, patch {config['patch_size']}. keras-hub: GPT2Backbone/BertBackbone/"
+        "ViTBackbone with identical hyperparameters and the same heads. Items/s = tokens/s (ViT: "
+        "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
+        "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
+        "training: >= 60%); memory = peak during build + compile + 3 training steps, each model in "
+        "its own process (targets: ours <= keras-hub).",
+        "",
+        "| device | backend | dtype | model | train ours/s | train keras-hub/s | train speedup | MFU ours "
+        "| MFU keras-hub | infer ours/s | infer keras-hub/s | infer speedup | memory ours MiB "
+        "| memory keras-hub MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        device = r.get("accelerator") or "CPU"
+        for model_name, result in r["results"].items():
+            t, i = result["training"], result["inference"]
+            memory = result.get("peak_memory_bytes", {})
+            mib = {lib: f"{memory[lib] / 2**20:.0f}" if lib in memory else "-" for lib in LIBRARIES}
+            lines.append(
+                f"| {device} | {r['backend']} | {r['dtype_policy']} | {model_name} "
+                f"| {t['ours']['items_per_second']:,.0f} | {t['keras_hub']['items_per_second']:,.0f} "
+                f"| {t['speedup']:.2f}x | {t['ours']['mfu']:.0%} | {t['keras_hub']['mfu']:.0%} "
+                f"| {i['ours']['items_per_second']:,.0f} | {i['keras_hub']['items_per_second']:,.0f} "
+                f"| {i['speedup']:.2f}x | {mib['ours']} | {mib['keras_hub']} |"
+            )
+    lines += ["", "Runs:", ""]
+    for r in runs:
+        versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+        lines.append(
+            f"- {r['backend']} ({r['dtype_policy']}), {r['date']}: {r['machine']}; {versions}; "
+            f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
+            f"timing {r['timing']}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", help="JSON file to write the results to")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print the Markdown table of these runs")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--dtype", choices=("mixed_bfloat16", "mixed_float16"), default=None,
+                        help="dtype policy of both libraries' models (default float32)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps timed per repeat")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--config", help="JSON object overriding CONFIG entries (e.g. a bigger batch)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory", nargs=2, metavar=("MODEL", "LIBRARY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table), end="")
+        return
+    if args.memory:
+        config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
+        print(f"peak_bytes={peak_memory(*args.memory, config, args.dtype)}")
+        return
+    result = run(args)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
