@@ -84,10 +84,14 @@ def uniform_noise(seed, index, shape):
         seed: int or int32 scalar tensor.
         index: int or int32 scalar tensor (the decoding position), folded into
             the seed so that every step draws fresh numbers.
-        shape: (B, V), static ints.
+        shape: (B, V): ints, or int32 scalar tensors where a size is only
+            known at run time (`ops.shape` of a tensor in a TensorFlow graph
+            with an unknown batch size).
 
     Returns:
-        float32 tensor of `shape`, 24 random bits per value.
+        float32 tensor of `shape`, 24 random bits per value: the value at (b, v)
+        depends only on `seed`, `index` and the counter b * V + v, so a row's
+        numbers do not depend on the batch size.
 
     Example:
 
@@ -97,7 +101,10 @@ def uniform_noise(seed, index, shape):
     """
     key = hash_int32(ops.bitwise_xor(hash_int32(seed), _int32(index)))
     rows, columns = shape
-    counter = ops.reshape(ops.arange(rows * columns, dtype="int32"), (rows, columns))
+    # The row-major counter b * V + v, built from two ranges so that each size may be a
+    # tensor (a reshape to a tuple holding tensors fails on some backends).
+    row_starts = ops.arange(rows, dtype="int32")[:, None] * _int32(columns)  # (B, 1)
+    counter = row_starts + ops.arange(columns, dtype="int32")[None, :]  # (B, V)
     bits = hash_int32(ops.add(hash_int32(ops.bitwise_xor(counter, key)), key))
     top_bits = ops.cast(_shift_right(bits, 8), "float32")  # 24 bits: exact in float32
     return (top_bits + 0.5) / float(1 << 24)
@@ -144,7 +151,9 @@ def sample(logits, seed, index):
     Returns:
         (B,) int32 token ids.
     """
-    noise = uniform_noise(seed, index, tuple(logits.shape))
+    # ops.shape, not logits.shape: inside a traced TensorFlow signature the batch size
+    # is only known at run time (a None static size).
+    noise = uniform_noise(seed, index, ops.shape(logits))
     gumbel = -ops.log(-ops.log(noise))
     return greedy(logits + gumbel)
 

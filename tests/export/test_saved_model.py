@@ -595,12 +595,6 @@ def test_transformer_generate_and_longest_gpt2_output(served, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    raises=(TypeError, RuntimeError),
-    strict=True,
-    reason="generation.samplers.uniform_noise reads a static batch size (tuple(logits.shape)), "
-    "None in a signature; remove this mark once generate_tensors samples with unknown batch sizes",
-)
 def test_sampling_generate_matches_python_generate(served, tmp_path):
     model = served["models"]["gpt2"][0]
     generation = {"sampler": "top_k", "top_k": 5, "temperature": 0.8}

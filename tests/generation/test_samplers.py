@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from keras_transformers.generation import samplers
-from tests.testing import to_numpy
+from tests.testing import BACKEND, to_numpy
 
 
 def numpy_hash(x):
@@ -58,6 +58,23 @@ def test_sample_matches_the_numpy_gumbel_max_formula():
     np.testing.assert_array_equal(
         to_numpy(next_token(logits, 9)), numpy_sample(logits.astype("float64"), 123, 9, 0.5)
     )
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="unknown sizes exist in TensorFlow graphs only")
+def test_sample_traces_with_an_unknown_batch_size():
+    # An exported `generate` signature has a batch size known only at run time.
+    import tensorflow as tf
+
+    next_token = samplers.get_next_token_fn("random", temperature=0.5, seed=123)
+    traced = tf.function(
+        lambda logits: next_token(logits, 9), input_signature=[tf.TensorSpec([None, 30], tf.float32)]
+    )
+    for batch_size in (6, 1):
+        logits = np.random.default_rng(batch_size).normal(size=(batch_size, 30)).astype("float32")
+        np.testing.assert_array_equal(
+            traced(logits).numpy(), numpy_sample(logits.astype("float64"), 123, 9, 0.5)
+        )
+    assert traced.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
