@@ -279,6 +279,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 query_heads, key_heads, value_heads, mask, scale, causal_only, training
             )
         else:
+            if mask is not None:
+                # cuDNN's fused attention (JAX, half precision) takes a mask only with
+                # the query axis spelled out: a padding mask (B, 1, 1, S) would fall
+                # back to the unfused kernel, so broadcast it to (B, 1, T, S).
+                mask = ops.broadcast_to(
+                    mask, (ops.shape(mask)[0], 1, query_length, key_length)
+                )
             context = ops.dot_product_attention(
                 query_heads,
                 ops.cast(key_heads, query_heads.dtype),

@@ -260,3 +260,26 @@ def test_bad_call_arguments():
         layer(x, attention_mask=np.ones((2, 3, 5), dtype=bool))
     with pytest.raises(ValueError, match="cache.*Received: cache with shape=\\(2, 2, 5, 3, 4\\)"):
         layer(x, cache=np.zeros((2, 2, 5, 3, 4), "float32"), cache_update_index=0)
+
+
+def test_fused_path_mask_spells_out_the_query_axis(monkeypatch):
+    # cuDNN's fused attention (JAX, half precision on a GPU) rejects a mask whose query
+    # axis is broadcast (seen on an H200: "Bias must have same seq length as QKV, got 1
+    # and 128") and falls back to the unfused kernel; a padding-only mask must reach
+    # dot_product_attention as (B, 1, T, S).
+    layer = MultiHeadAttention(2, 4)
+    x = _normal(2, 6, 8)
+    padding = np.ones((2, 6), bool)
+    padding[1, 4:] = False
+    reference = to_numpy(layer(x, padding_mask=padding, return_attention_scores=True)[0])
+    shapes = []
+    original = keras.ops.dot_product_attention
+
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["mask"].shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", recording)
+    fused = to_numpy(layer(x, padding_mask=padding))
+    assert shapes == [(2, 1, 6, 6)]
+    np.testing.assert_allclose(fused, reference, atol=1e-6)
