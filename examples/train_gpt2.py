@@ -201,7 +201,7 @@ def main(argv=None):
     pictures = {name[: -len(".png")]: os.path.join(args.output, name) for name in pictures}
 
     # --- Export for TF Serving, and check: the reloaded SavedModel against the Keras model.
-    export = _export_and_check(model, args, validation_ids)
+    export = _export_and_check(model, args, validation_ids, tokenizer)
 
     metrics = {
         "backend": keras.backend.backend(),
@@ -231,13 +231,14 @@ def _decode(tokenizer, ids):
     return str(tokenizer.detokenize(np.asarray(ids, "int32")))
 
 
-def _export_and_check(model, args, validation_ids):
-    """export_saved_model, then tf.saved_model.load and compare serving_default with Keras."""
+def _export_and_check(model, args, validation_ids, tokenizer):
+    """export_saved_model, then tf.saved_model.load: serving_default's logits must match the
+    model's, and the greedy `generate` signature must give Python `generate`'s tokens."""
     from keras_transformers.export import export_saved_model
 
-    # serving_default: the logits for a batch of token ids (see the README's Serving section).
-    path = export_saved_model(model, args.export_dir, version=args.export_version, overwrite=True,
-                              signatures=["serving_default"])
+    # serving_default (the logits for a batch of token ids) and generate (greedy KV-cached
+    # decoding inside the graph): see the README's Serving section.
+    path = export_saved_model(model, args.export_dir, version=args.export_version, overwrite=True)
     import tensorflow as tf
 
     # Two held-out windows, the second right-padded: what a client would send.
@@ -246,14 +247,32 @@ def _export_and_check(model, args, validation_ids):
     padding_mask = np.ones_like(token_ids)
     padding_mask[1, length // 2:] = 0
     token_ids[1, length // 2:] = 0
-    serving = tf.saved_model.load(path).signatures["serving_default"]
+    loaded = tf.saved_model.load(path)
+    serving = loaded.signatures["serving_default"]
     served = serving(token_ids=tf.constant(token_ids), padding_mask=tf.constant(padding_mask))["logits"].numpy()
     expected = keras.ops.convert_to_numpy(model({"token_ids": token_ids, "padding_mask": padding_mask}))
     difference = float(np.max(np.abs(served - expected)[padding_mask.astype(bool)]))
     if not difference <= 1e-4:
         raise RuntimeError(f"the SavedModel's logits differ from the model's by {difference}")
     print(f"exported {path}; serving_default reproduces the model (max |difference| {difference:.1e})")
-    return {"path": path, "max_abs_difference": difference}
+
+    # generate: a held-out prompt continued inside the graph, token for token as Python `generate`.
+    from keras_transformers.generation import generate
+
+    prompt = validation_ids[: min(8, args.sequence_length // 2)][None].astype("int32")
+    max_new_tokens = min(8, args.sequence_length - prompt.shape[1])
+    prompt_mask = np.ones_like(prompt)
+    served = loaded.signatures["generate"](
+        token_ids=tf.constant(prompt), padding_mask=tf.constant(prompt_mask),
+        max_new_tokens=tf.constant(max_new_tokens, tf.int32))
+    served = served["token_ids"].numpy()
+    expected = generate(model, {"token_ids": prompt, "padding_mask": prompt_mask}, max_new_tokens)
+    if not np.array_equal(served, expected["token_ids"]):
+        raise RuntimeError(f"the SavedModel's generate gave {served.tolist()}, the model "
+                           f"{expected['token_ids'].tolist()}")
+    print(f"generate (greedy) reproduces the model token for token, {max_new_tokens} new tokens:\n"
+          f"{_decode(tokenizer, prompt[0])}|{_decode(tokenizer, served[0, prompt.shape[1]:])}")
+    return {"path": path, "max_abs_difference": difference, "generate_tokens": served[0].tolist()}
 
 
 if __name__ == "__main__":

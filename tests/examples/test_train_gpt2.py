@@ -32,8 +32,15 @@ def test_train_gpt2_smoke_resumes_after_a_kill(tmp_path):
     assert set(metrics["pictures"]) == {"attention_maps", "attention_last_layer", "token_attention"}
     assert_pictures(metrics)
     assert os.path.isfile(output / "checkpoints" / "best.keras")
-    loaded = load_export(metrics)
+    loaded = load_export(metrics, signatures=("serving_default", "generate"))
     assert metrics["export"]["path"] == str(export / "1")
     logits = loaded.signatures["serving_default"](
         token_ids=np.array([[70, 105, 114]], "int32"), padding_mask=np.ones((1, 3), "int32"))["logits"]
     assert logits.shape == (1, 3, 128)
+    # The example checked greedy `generate` against Python generate; here, in another process,
+    # the reloaded signature continues the same prompt (8 tokens) with the same 8 tokens.
+    tokens = np.array(metrics["export"]["generate_tokens"], "int32")
+    assert tokens.shape == (16,)
+    generated = loaded.signatures["generate"](
+        token_ids=tokens[None, :8], padding_mask=np.ones((1, 8), "int32"), max_new_tokens=np.int32(8))
+    np.testing.assert_array_equal(generated["token_ids"].numpy()[0], tokens)
