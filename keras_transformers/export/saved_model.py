@@ -162,6 +162,14 @@ def _check_generation(spec, generation):
             f"({', '.join(SIGNATURES['generate'].kinds)}). Received: generation={generation!r} "
             f"for a {spec.kind} model"
         )
+    if generation.get("sampler") == "beam":
+        # Beam search keeps fixed-size state, so it needs a static batch size; a serving
+        # signature takes any batch size.
+        raise ValueError(
+            "`generation` cannot use sampler='beam' in an export: beam search needs a static "
+            "batch size and the `generate` signature takes any. Use it from Python "
+            f"(generation.generate). Received: generation={generation!r}"
+        )
     return dict(generation)
 
 

@@ -551,6 +551,8 @@ def test_bad_arguments(served, tmp_path):
     raises(r"`generation` applies to models with a `generate` signature \(gpt2, transformer\)",
            models["bert"], generation={"sampler": "greedy"})
     raises(r"`generation` must be a dict with keys among", models["gpt2"], generation={"beams": 2})
+    raises(r"`generation` cannot use sampler='beam' in an export.*Received: generation=\{'sampler': 'beam'",
+           models["gpt2"], generation={"sampler": "beam", "num_beams": 2})
     raises(r"`generation` configures the `generate` signature, which is not exported",
            models["gpt2"], generation={"sampler": "greedy"}, signatures=["serving_default"])
     raises(r"`start_token_id` must be a token id in \[0, 1000\)", models["transformer"],
