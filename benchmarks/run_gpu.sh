@@ -24,11 +24,23 @@ run() {  # run LIMIT_SECONDS BACKEND ARGS...
     echo "=== $backend $* ===" | tee -a "$out/log.txt"
     KERAS_BACKEND="$backend" timeout "$limit" "$py" "$@" 2>&1 | grep -v "^W0000\|^I0000" | tee -a "$out/log.txt"
 }
-run "${LIMIT_FLOAT32:-150}" jax benchmarks/throughput.py --output "$out/throughput_jax_float32.json"
-run "${LIMIT_FLOAT32:-150}" torch benchmarks/throughput.py --output "$out/throughput_torch_float32.json"
-run "${LIMIT_BF16:-90}" jax benchmarks/throughput.py --dtype mixed_bfloat16 --skip-memory \
-    --output "$out/throughput_jax_mixed_bfloat16.json"
-run "${LIMIT_BF16:-90}" torch benchmarks/throughput.py --dtype mixed_bfloat16 --skip-memory \
-    --output "$out/throughput_torch_mixed_bfloat16.json"
-run "${LIMIT_GENERATION:-60}" jax benchmarks/generation.py --repeats 3 --output "$out/generation_jax.json"
-run "${LIMIT_GENERATION:-60}" torch benchmarks/generation.py --repeats 3 --output "$out/generation_torch.json"
+# Parts to run (default: all, about 13 minutes on an H200: more than one device call allows,
+# so name a few per call, e.g. `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`).
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_generation torch_generation)
+memory=()
+[ -n "${SKIP_MEMORY:-}" ] && memory=(--skip-memory)
+for part in "${parts[@]}"; do
+    case "$part" in
+        jax_float32|torch_float32)
+            run "${LIMIT_FLOAT32:-240}" "${part%_*}" benchmarks/throughput.py "${memory[@]}" \
+                --output "$out/throughput_$part.json" ;;
+        jax_bfloat16|torch_bfloat16)
+            run "${LIMIT_BF16:-150}" "${part%_*}" benchmarks/throughput.py --dtype mixed_bfloat16 \
+                --skip-memory --output "$out/throughput_${part%_*}_mixed_bfloat16.json" ;;
+        jax_generation|torch_generation)
+            run "${LIMIT_GENERATION:-120}" "${part%_*}" benchmarks/generation.py --repeats 3 \
+                --output "$out/generation_${part%_*}.json" ;;
+        *) echo "unknown part: $part" >&2; exit 2 ;;
+    esac
+done

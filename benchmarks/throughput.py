@@ -471,7 +471,7 @@ def table(paths):
             lines.append(
                 f"| {device} | {r['backend']} | {r['dtype_policy']} | {model_name} "
                 f"| {t['ours']['items_per_second']:,.0f} | {t['keras_hub']['items_per_second']:,.0f} "
-                f"| {t['speedup']:.2f}x | {t['ours']['mfu']:.0%} | {t['keras_hub']['mfu']:.0%} "
+                f"| {t['speedup']:.2f}x | {_percent(t['ours']['mfu'])} | {_percent(t['keras_hub']['mfu'])} "
                 f"| {i['ours']['items_per_second']:,.0f} | {i['keras_hub']['items_per_second']:,.0f} "
                 f"| {i['speedup']:.2f}x | {mib['ours']} | {mib['keras_hub']} |"
             )
@@ -484,6 +484,10 @@ def table(paths):
             f"timing {r['timing']}."
         )
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction):
+    return f"{fraction:.0%}" if fraction >= 0.1 else f"{fraction:.1%}"
 
 
 def main():
