@@ -4,14 +4,20 @@ One token per step attends over a preallocated key/value cache (no prefix is
 recomputed), computed with the model's own weights; the whole decoding loop is
 compiled once per model, shapes and sampler settings (see `backend.py`). The model
 adapters (`_GPT2`, `_Transformer`) provide the prefill and the step of the
-`next_fn` interface documented in `samplers.py`.
+`next_fn` interface documented in `samplers.py`, written once against a namespace
+of small functions (`_primitives()`): `keras.ops` on JAX and TensorFlow
+(`primitives.py`), plain PyTorch ops on torch (`torch_primitives.py`), where
+Keras' per-op overhead would dominate a step.
 """
+
+import importlib
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_transformers.generation import backend as backend_lib
+from keras_transformers.generation import primitives as primitives_lib
 from keras_transformers.generation import samplers as samplers_lib
 from keras_transformers.models import transformer as transformer_lib
 
@@ -33,13 +39,13 @@ def _blocks(model, side):
     return blocks
 
 
-# The decoding step runs on the layers' weights with keras.ops rather than through
-# each layer's __call__: on PyTorch, which runs eagerly, Keras' per-call overhead is
-# most of a step's time (about 20x the arithmetic of a small model). The weights
-# are gathered once per `generate` call (inside the compiled function on JAX and
-# TensorFlow), the tied output embedding transposed once (a transposed operand is
-# several times slower in PyTorch's CPU matmul). Tests check the step against the
-# model's full forward pass.
+# The decoding step runs on the layers' weights rather than through each layer's
+# __call__: on PyTorch, which runs eagerly, Keras' per-call overhead is most of a
+# step's time (about 20x the arithmetic of a small model), and so is keras.ops' per-op
+# overhead (about 20 us an op, 300 ops a token): there the step's arithmetic is plain
+# PyTorch (torch_primitives.py). The weights are gathered once per `generate` call
+# (inside the compiled function on JAX and TensorFlow), the tied output embedding
+# transposed once. Tests check the step against the model's full forward pass.
 
 
 def _weights(dense, dtype, inputs=1):
@@ -53,23 +59,8 @@ def _weights(dense, dtype, inputs=1):
     return kernel, bias
 
 
-def _project(x, weights, heads=None):
-    """x (B, T, in) times the kernel, plus the bias; split into `heads` if given."""
-    kernel, bias = weights
-    y = ops.matmul(x, kernel)
-    y = y if bias is None else y + bias
-    if heads is None:
-        return y
-    return ops.reshape(y, (ops.shape(x)[0], ops.shape(x)[1], heads, -1))  # (B, T, N, H)
-
-
 def _norm_weights(layer):
     return ops.cast(layer.gamma, layer.compute_dtype), ops.cast(layer.beta, layer.compute_dtype)
-
-
-def _layer_norm(x, weights, epsilon):
-    gamma, beta = weights
-    return ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=epsilon)
 
 
 def _block_weights(block):
@@ -95,23 +86,18 @@ def _block_weights(block):
     return weights
 
 
-def _attend(query, keys, values, mask, key_dim, output_weights):
-    """softmax(Q K^T / sqrt(d)) V, then W^O. query (B, T, N, H); keys, values (B, N, S, H)."""
-    scores = ops.einsum(
-        "btnh,bnsh->bnts", ops.cast(query, "float32"), ops.cast(keys, "float32")
-    ) / float(np.sqrt(key_dim))  # (B, N, T, S)
-    # Softmax in float32 (half-precision logits overflow); -1e9, not -inf: a fully
-    # masked row stays finite (its output is zeroed by the caller).
-    scores = ops.where(mask, scores, -1e9)
-    probabilities = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
-    context = ops.einsum("bnts,bnsh->btnh", probabilities, values)  # (B, T, N, H)
-    context = ops.reshape(context, (ops.shape(context)[0], ops.shape(context)[1], -1))
-    return _project(context, output_weights)  # (B, T, D)
+def _primitives():
+    """The namespace of a step's arithmetic: plain PyTorch on the torch backend (see
+    `torch_primitives.py`), `keras.ops` elsewhere (`primitives.py`)."""
+    if keras.backend.backend() == "torch":
+        return importlib.import_module("keras_transformers.generation.torch_primitives")
+    return primitives_lib
 
 
-def _block_step(block, weights, x, cache, index, cross=None):
-    """One `TransformerDecoderBlock` on x (B, T, D) at positions index .. index + T - 1.
+def _block_step(math, block, weights, x, cache, index, positions, mask, cross=None):
+    """One `TransformerDecoderBlock` on x (B, T, D) at `positions` index .. index + T - 1.
 
+    `math` is `_primitives()`; `mask` (T, L) bool the causal mask over the cache.
     `cache`, (keys, values) each (B, N, L, H), receives the new keys and values;
     `cross` is None or ((keys, values) each (B, N, S, H), encoder_padding_mask (B, S)
     bool). Returns (x, cache).
@@ -122,41 +108,27 @@ def _block_step(block, weights, x, cache, index, cross=None):
     def residual(x, norm, branch):
         # The block's one switch between pre-norm (GPT-2) and post-norm (the paper).
         if block.normalize_first:
-            return x + branch(_layer_norm(x, weights[norm], epsilon))
-        return _layer_norm(x + branch(x), weights[norm], epsilon)
+            return x + branch(math.layer_norm(x, weights[norm], epsilon))
+        return math.layer_norm(x + branch(x), weights[norm], epsilon)
 
     def self_attention(h):
         nonlocal cache
-        query = _project(h, weights["self_query"], heads)  # (B, T, N, H)
+        query = math.project(h, weights["self_query"], heads)  # (B, T, N, H)
         cache = tuple(
-            backend_lib.write_positions(
-                layer_cache,
-                index,
-                ops.transpose(_project(h, weights[name], heads), (0, 2, 1, 3)),
-                axis=2,
-            )  # (B, N, L, H)
+            math.write_heads(layer_cache, math.project(h, weights[name], heads), index, positions)
             for layer_cache, name in zip(cache, ("self_key", "self_value"))
-        )
-        length, steps = ops.shape(cache[0])[2], ops.shape(h)[1]
-        query_positions = ops.arange(steps, dtype="int32") + ops.cast(index, "int32")
-        mask = ops.arange(length, dtype="int32")[None, :] <= query_positions[:, None]  # (T, L)
-        return _attend(query, cache[0], cache[1], mask, key_dim, weights["self_output"])
+        )  # (B, N, L, H) each
+        return math.attend(query, cache[0], cache[1], mask, key_dim, weights["self_output"])
 
     def cross_attention(h):
         (keys, values), encoder_mask = cross
-        query = _project(h, weights["cross_query"], heads)
-        mask = encoder_mask[:, None, None, :]  # (B, 1, 1, S)
-        output = _attend(query, keys, values, mask, key_dim, weights["cross_output"])
-        # A source with no real token gives zeros, as MultiHeadAttention does.
-        return ops.where(ops.any(encoder_mask, axis=1)[:, None, None], output, 0)
+        query = math.project(h, weights["cross_query"], heads)
+        output_weights = weights["cross_output"]
+        return math.cross_attend(query, keys, values, encoder_mask, key_dim, output_weights)
 
     def feedforward(h):
-        h = _project(h, weights["feedforward_in"])
-        if block.activation == "relu":
-            h = ops.relu(h)
-        else:
-            h = ops.gelu(h, approximate=block.activation == "gelu_approximate")
-        return _project(h, weights["feedforward_out"])
+        h = math.activation(math.project(h, weights["feedforward_in"]), block.activation)
+        return math.project(h, weights["feedforward_out"])
 
     x = residual(x, "self_norm", self_attention)
     if cross is not None:
@@ -196,6 +168,7 @@ class _GPT2:
         self.blocks = _blocks(model, "decoder")
         self.vocabulary_size = self.token_embedding.input_dim
         self.max_sequence_length = self.position_embedding.max_sequence_length
+        self.math = _primitives()
 
     def weights(self):
         dtype = self.token_embedding.compute_dtype
@@ -208,19 +181,21 @@ class _GPT2:
         }
 
     def _run(self, weights, token_ids, cache, index, logits=True):
-        """Logits (B, T, V) of tokens (B, T) at positions index.., and the new cache."""
-        steps = ops.shape(token_ids)[1]
-        positions = ops.arange(steps, dtype="int32") + ops.cast(index, "int32")
-        x = ops.take(weights["token_embedding"], token_ids, axis=0)  # (B, T, D)
-        x = x + ops.take(weights["position_embedding"], positions, axis=0)
+        """Logits (B, V) of the first of tokens (B, T) at positions index.., and the new cache."""
+        math = self.math
+        positions = math.positions(token_ids, index)  # (T,)
+        mask = math.causal_mask(positions, ops.shape(cache[0][0])[2])  # (T, L)
+        x = math.take(weights["token_embedding"], token_ids)  # (B, T, D)
+        x = x + math.take(weights["position_embedding"], positions)
         cache = list(cache)
         for i, block in enumerate(self.blocks):
-            x, cache[i] = _block_step(block, weights["blocks"][i], x, cache[i], index)
+            x, cache[i] = _block_step(
+                math, block, weights["blocks"][i], x, cache[i], index, positions, mask
+            )
         if not logits:
             return None, cache
-        x = _layer_norm(x, weights["final_norm"], self.final_layer_norm.epsilon)
-        kernel = weights["output"][0]
-        return ops.matmul(ops.cast(x, kernel.dtype), kernel), cache
+        x = math.layer_norm(x, weights["final_norm"], self.final_layer_norm.epsilon)
+        return math.next_logits(x, weights["output"]), cache
 
     def start(self, weights, token_ids, padding_mask, max_new_tokens, start_token_id=None):
         """Buffers of the final length and the cache filled with the prompts (prefill)."""
@@ -241,8 +216,7 @@ class _GPT2:
 
     def step(self, weights, token_ids, cache, index):
         """`next_fn` with the weights as an argument: logits (B, V) at `index`."""
-        logits, cache = self._run(weights, token_ids, cache, index)
-        return ops.cast(logits[:, 0, :], "float32"), cache
+        return self._run(weights, token_ids, cache, index)
 
 
 class _Transformer:
@@ -270,6 +244,7 @@ class _Transformer:
         self.encoder_vocabulary_size = encoder_embedding.input_dim
         # The sinusoidal encoding has no table: only an explicit limit applies.
         self.max_sequence_length = None
+        self.math = _primitives()
 
     def weights(self):
         dtype = self.token_embedding.compute_dtype
@@ -319,22 +294,20 @@ class _Transformer:
     def step(self, weights, token_ids, cache, index):
         """`next_fn` with the weights as an argument: logits (B, V) at `index`."""
         self_caches, cross_caches, encodings, encoder_mask = cache
+        math = self.math
         scale = float(np.sqrt(self.token_embedding.output_dim))  # section 3.4
-        x = ops.take(weights["token_embedding"], token_ids, axis=0) * scale  # (B, 1, D)
-        positions = ops.arange(ops.shape(token_ids)[1], dtype="int32") + ops.cast(index, "int32")
-        x = x + ops.take(encodings, positions, axis=1)
+        positions = math.positions(token_ids, index)  # (T,)
+        mask = math.causal_mask(positions, ops.shape(encodings)[1])  # (T, L)
+        x = math.take(weights["token_embedding"], token_ids) * scale  # (B, T, D)
+        x = x + math.take(encodings, positions, axis=1)
         self_caches = list(self_caches)
         for i, block in enumerate(self.blocks):
             x, self_caches[i] = _block_step(
-                block, weights["blocks"][i], x, self_caches[i], index,
+                math, block, weights["blocks"][i], x, self_caches[i], index, positions, mask,
                 cross=(cross_caches[i], encoder_mask),
             )
-        kernel, bias = weights["output"]
-        logits = ops.matmul(ops.cast(x, kernel.dtype), kernel)
-        if bias is not None:
-            logits = logits + bias
         cache = (self_caches, cross_caches, encodings, encoder_mask)
-        return ops.cast(logits[:, 0, :], "float32"), cache
+        return math.next_logits(x, weights["output"]), cache
 
 
 def _adapter(model):
@@ -463,7 +436,8 @@ def _decode(
     adapter, token_ids, padding_mask, max_new_tokens, seed, sampler, temperature, top_k, top_p,
     num_beams, length_penalty, stop_token_ids, start_token_id, step=None,
 ):
-    """The un-jitted core: prefill then the token loop, keras.ops only.
+    """The un-jitted core: prefill then the token loop; the step in `adapter.math`
+    (keras.ops, or PyTorch on torch; see `_primitives`).
 
     `step` is `adapter.step` or a compiled version of it (torch.compile)."""
     step = step or adapter.step

@@ -159,6 +159,53 @@ def test_transformer_cached_step_logits_equal_the_full_pass(transformer_model):
     np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch step runs on torch only")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dtype):
+    """torch_primitives (what torch runs) against primitives (keras.ops) on the same
+    weights: GPT-2 (pre-norm, tanh GELU) and the Transformer (post-norm, ReLU, cross
+    attention); under mixed_bfloat16, both upcast attention and layer norm to float32."""
+    torch_primitives = importlib.import_module("keras_transformers.generation.torch_primitives")
+    models = {"gpt2": gpt2_model, "transformer": transformer_model}
+    if dtype != "float32":
+        models = {
+            "gpt2": gpt2(
+                vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=16,
+                intermediate_dim=32, max_sequence_length=MAX_LENGTH, dtype=dtype,
+            ),
+            "transformer": transformer(
+                encoder_vocabulary_size=30, decoder_vocabulary_size=VOCABULARY, num_layers=2,
+                num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=MAX_LENGTH,
+                dtype=dtype,
+            ),
+        }
+        models["gpt2"].set_weights(gpt2_model.get_weights())
+        models["transformer"].set_weights(transformer_model.get_weights())
+    target = np.random.default_rng(4).integers(1, VOCABULARY, (3, 1 + NEW_TOKENS)).astype("int32")
+    sources = source_inputs()
+    cases = {
+        "gpt2": (generate_module._GPT2, (target[:, :3], np.ones_like(target[:, :3])), 2, None),
+        "transformer": (
+            generate_module._Transformer,
+            (sources["encoder_token_ids"], sources["encoder_padding_mask"]),
+            0,
+            2,
+        ),
+    }
+    for name, (adapter_class, inputs, first, start_token_id) in cases.items():
+        logits = []
+        for math in (torch_primitives, generate_module.primitives_lib):
+            adapter = adapter_class(models[name])
+            adapter.math = math
+            logits.append(
+                cached_logits(models[name], adapter, inputs, target, first, start_token_id)
+            )
+        assert adapter_class(models[name]).math is torch_primitives
+        # bfloat16: a few units in the last place (0.008 near 1; logits here are < 2).
+        atol = 1e-5 if dtype == "float32" else 0.03
+        np.testing.assert_allclose(logits[0], logits[1], atol=atol, rtol=0)
+
+
 def test_top_k_one_equals_greedy(gpt2_model):
     # (top_p tiny == greedy is checked on the sampler, in test_samplers.py.)
     greedy = generate(gpt2_model, prompt_inputs(), NEW_TOKENS)

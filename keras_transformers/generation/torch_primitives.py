@@ -1,0 +1,127 @@
+"""The arithmetic of one cached decoding step in plain PyTorch: `primitives.py`'s functions.
+
+On the torch backend `generate.py` runs its decoding step on these instead of
+`keras.ops`: Keras converts and checks every argument of every op (about 20 us an
+op), which made a small model's step cost several milliseconds of Python, while a
+PyTorch op costs a few microseconds. Same functions, arguments, weight layout and
+results as `primitives.py` (softmax in float32, layer normalization in at least
+float32, as Keras computes them); the cache is written in place (`index_copy_`),
+as `backend.write_positions` does on PyTorch. Runs eagerly or under
+`torch.compile`. Imported only on the torch backend (`generate._primitives`).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from keras import ops
+
+
+def _tensor(x):
+    """`x` as is if a torch tensor, else an int32 tensor on Keras' device: a caller may
+    pass host arrays, as keras.ops accepts them."""
+    return x if isinstance(x, torch.Tensor) else ops.convert_to_tensor(x, "int32")
+
+
+def positions(token_ids, index):
+    """The positions index .. index + T - 1 of `token_ids` (B, T): int64 (T,).
+
+    Example:
+
+    >>> positions(torch.zeros((2, 3), dtype=torch.int32), 4).tolist()
+    [4, 5, 6]
+    """
+    if not isinstance(index, torch.Tensor):
+        index = int(index)
+    # A tensor index stays on the device: no host sync, and traceable by torch.compile.
+    return torch.arange(token_ids.shape[1], device=_tensor(token_ids).device) + index
+
+
+def causal_mask(positions, length):
+    """(T, L) bool: query position t may attend to cache positions <= positions[t].
+
+    Example:
+
+    >>> causal_mask(torch.tensor([1]), 3).tolist()
+    [[True, True, False]]
+    """
+    return torch.arange(length, device=positions.device)[None, :] <= positions[:, None]
+
+
+def take(table, indices, axis=0):
+    """`table`'s slices at `indices` along `axis` (an embedding lookup on axis 0)."""
+    if axis == 0:
+        return F.embedding(_tensor(indices), table)
+    return torch.index_select(table, axis, _tensor(indices))
+
+
+def project(x, weights, heads=None):
+    """x (B, T, in) times the kernel, plus the bias; split into `heads` if given.
+
+    Example:
+
+    >>> kernel, bias = torch.ones((2, 4)), torch.arange(4.0)
+    >>> tuple(project(torch.ones((1, 3, 2)), (kernel, bias), heads=2).shape)
+    (1, 3, 2, 2)
+    """
+    kernel, bias = weights
+    y = F.linear(x, kernel.t(), bias)  # one fused matmul and bias
+    if heads is None:
+        return y
+    return y.view(x.shape[0], x.shape[1], heads, -1)  # (B, T, N, H)
+
+
+def layer_norm(x, weights, epsilon):
+    """Layer normalization over the last axis, computed in at least float32 (as Keras)."""
+    gamma, beta = weights
+    if x.dtype in (torch.float16, torch.bfloat16):
+        y = F.layer_norm(x.float(), x.shape[-1:], gamma.float(), beta.float(), epsilon)
+        return y.to(x.dtype)
+    return F.layer_norm(x, x.shape[-1:], gamma, beta, epsilon)
+
+
+def activation(x, name):
+    """The feedforward activation of a block: "relu", "gelu" or "gelu_approximate"."""
+    if name == "relu":
+        return torch.relu(x)
+    return F.gelu(x, approximate="tanh" if name == "gelu_approximate" else "none")
+
+
+def write_heads(cache, values, index, positions):
+    """The (B, N, L, H) `cache`, with `values` (B, T, N, H) written in place at `positions`.
+
+    `index` (the first position) is unused here; `primitives.write_heads` takes it.
+    """
+    return cache.index_copy_(2, positions, values.transpose(1, 2).to(cache.dtype))
+
+
+def attend(query, keys, values, mask, key_dim, output_weights):
+    """softmax(Q K^T / sqrt(d)) V, then W^O: (B, T, D).
+
+    query (B, T, N, H); keys, values (B, N, S, H); mask broadcastable to (B, N, T, S),
+    True = may attend.
+    """
+    query = query.transpose(1, 2).float()  # (B, N, T, H)
+    scores = torch.matmul(query, keys.float().transpose(2, 3)) / math.sqrt(key_dim)
+    # Softmax in float32; -1e9, not -inf: a fully masked row stays finite.
+    scores = torch.where(mask, scores, -1e9)  # (B, N, T, S)
+    probabilities = torch.softmax(scores, dim=-1).to(values.dtype)
+    context = torch.matmul(probabilities, values)  # (B, N, T, H)
+    context = context.transpose(1, 2).reshape(query.shape[0], query.shape[2], -1)  # (B, T, N*H)
+    return project(context, output_weights)  # (B, T, D)
+
+
+def cross_attend(query, keys, values, encoder_mask, key_dim, output_weights):
+    """`attend` over a source with padding mask (B, S) bool: (B, T, D).
+
+    A source with no real token gives zeros, as MultiHeadAttention does.
+    """
+    output = attend(query, keys, values, encoder_mask[:, None, None, :], key_dim, output_weights)
+    return torch.where(encoder_mask.any(dim=1)[:, None, None], output, 0.0)
+
+
+def next_logits(x, output_weights):
+    """float32 logits (B, V) of the first position of x (B, T, D)."""
+    kernel, bias = output_weights
+    return F.linear(x[:, 0].to(kernel.dtype), kernel.t(), bias).float()
+
