@@ -1,6 +1,8 @@
-"""The one backend-specific part of generation: compiling a decoding function.
+"""Generation's compilation seam: compiling a decoding function on each backend.
 
-Everything else in `keras_transformers.generation` is `keras.ops`. Here a pure
+Everything else in `keras_transformers.generation` is `keras.ops`, except the
+decoding step's arithmetic and token loop on PyTorch (`torch_primitives.py`, the
+same functions as `primitives.py` in plain torch ops). Here a pure
 function of tensors that reads a model's variables becomes: on JAX, a `jax.jit` of a
 stateless function that takes the model's variables as arguments (weights are
 state passed in, not constants baked into the trace); on TensorFlow, a

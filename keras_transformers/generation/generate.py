@@ -6,8 +6,8 @@ compiled once per model, shapes and sampler settings (see `backend.py`). The mod
 adapters (`_GPT2`, `_Transformer`) provide the prefill and the step of the
 `next_fn` interface documented in `samplers.py`, written once against a namespace
 of small functions (`_primitives()`): `keras.ops` on JAX and TensorFlow
-(`primitives.py`), plain PyTorch ops on torch (`torch_primitives.py`), where
-Keras' per-op overhead would dominate a step.
+(`primitives.py`), plain PyTorch ops and a Python token loop on torch
+(`torch_primitives.py`), where Keras' per-op overhead would dominate a step.
 """
 
 import importlib
@@ -436,8 +436,8 @@ def _decode(
     adapter, token_ids, padding_mask, max_new_tokens, seed, sampler, temperature, top_k, top_p,
     num_beams, length_penalty, stop_token_ids, start_token_id, step=None,
 ):
-    """The un-jitted core: prefill then the token loop; the step in `adapter.math`
-    (keras.ops, or PyTorch on torch; see `_primitives`).
+    """The un-jitted core: prefill then the token loop, in `adapter.math` (keras.ops, or
+    PyTorch on torch; see `_primitives`).
 
     `step` is `adapter.step` or a compiled version of it (torch.compile)."""
     step = step or adapter.step
@@ -462,10 +462,12 @@ def _decode(
             num_beams=num_beams,
             length_penalty=length_penalty,
         )
-    next_token = samplers_lib.get_next_token_fn(
-        sampler, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
-    )
-    return samplers_lib.token_loop(
+    next_token = None  # greedy: each loop's own argmax
+    if sampler != "greedy":
+        next_token = samplers_lib.get_next_token_fn(
+            sampler, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+        )
+    return adapter.math.token_loop(
         next_fn, token_ids, padding_mask, cache, start_index, stop_token_ids, next_token
     )
 

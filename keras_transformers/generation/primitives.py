@@ -13,6 +13,10 @@ import numpy as np
 from keras import ops
 
 from keras_transformers.generation import backend as backend_lib
+from keras_transformers.generation import samplers as samplers_lib
+
+# The decoding loop over a step (torch_primitives has a PyTorch one).
+token_loop = samplers_lib.token_loop
 
 
 def positions(token_ids, index):

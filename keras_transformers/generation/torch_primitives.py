@@ -1,4 +1,4 @@
-"""The arithmetic of one cached decoding step in plain PyTorch: `primitives.py`'s functions.
+"""One cached decoding step and the token loop in plain PyTorch: `primitives.py`'s functions.
 
 On the torch backend `generate.py` runs its decoding step on these instead of
 `keras.ops`: Keras converts and checks every argument of every op (about 20 us an
@@ -7,7 +7,9 @@ PyTorch op costs a few microseconds. Same functions, arguments, weight layout an
 results as `primitives.py` (softmax in float32, layer normalization in at least
 float32, as Keras computes them); the cache is written in place (`index_copy_`),
 as `backend.write_positions` does on PyTorch. Runs eagerly or under
-`torch.compile`. Imported only on the torch backend (`generate._primitives`).
+`torch.compile`. `token_loop` is `samplers.token_loop` as a Python loop (a keras.ops
+loop costs about 20 ops of dispatch per token). Imported only on the torch backend
+(`generate._primitives`).
 """
 
 import math
@@ -17,10 +19,10 @@ import torch.nn.functional as F
 from keras import ops
 
 
-def _tensor(x):
-    """`x` as is if a torch tensor, else an int32 tensor on Keras' device: a caller may
-    pass host arrays, as keras.ops accepts them."""
-    return x if isinstance(x, torch.Tensor) else ops.convert_to_tensor(x, "int32")
+def _tensor(x, dtype="int32"):
+    """`x` as is if a torch tensor, else a tensor on Keras' device: a caller may pass
+    host arrays, as keras.ops accepts them."""
+    return x if isinstance(x, torch.Tensor) else ops.convert_to_tensor(x, dtype)
 
 
 def positions(token_ids, index):
@@ -125,3 +127,55 @@ def next_logits(x, output_weights):
     kernel, bias = output_weights
     return F.linear(x[:, 0].to(kernel.dtype), kernel.t(), bias).float()
 
+
+def token_loop(
+    next_fn, token_ids, padding_mask, cache, start_index, stop_token_ids=None, next_token=None
+):
+    """`samplers.token_loop` as a Python loop of PyTorch ops: same arguments, same results.
+
+    The position is a Python int (the buffers are written in place, no `slice_update`
+    copies); `next_fn` and `next_token` get it as an int32 device tensor, as from the
+    keras.ops loop (a compiled step sees an input, not a new constant per position).
+    The host reads the device once per step only with `stop_token_ids`, to end early.
+    `next_token=None` is greedy.
+
+    Example (a "model" that always predicts the token after the current one):
+
+    >>> def next_fn(token_ids, cache, index):
+    ...     return F.one_hot(token_ids[:, 0].long() + 1, 10).float(), cache
+    >>> token_ids = torch.tensor([[3, 0, 0, 0], [5, 6, 0, 0]], dtype=torch.int32)
+    >>> tokens, mask = token_loop(next_fn, token_ids, token_ids > 0, (), 1, stop_token_ids=(5,))
+    >>> tokens.tolist(), mask.int().tolist()
+    ([[3, 4, 5, 0], [5, 6, 7, 8]], [[1, 1, 1, 0], [1, 1, 1, 1]])
+    """
+    prompt_mask = _tensor(padding_mask, "bool").bool()
+    token_ids = torch.where(prompt_mask, _tensor(token_ids).int(), 0)
+    mask = prompt_mask.clone()
+    batch_size, length = token_ids.shape
+    device = token_ids.device
+    start_index = int(start_index)
+    # The position fed to `next_fn`, an int32 device scalar as in the keras loop.
+    position = torch.tensor(start_index - 1, dtype=torch.int32, device=device)
+    stops = None
+    if stop_token_ids:
+        stops = torch.tensor(list(stop_token_ids), dtype=torch.int32, device=device)
+        done = torch.zeros((batch_size,), dtype=torch.bool, device=device)
+    for index in range(start_index, length):
+        if stops is not None and bool(done.all()):
+            break
+        logits, cache = next_fn(token_ids[:, index - 1 : index], cache, position)
+        position = position + 1  # == index
+        if next_token is None:
+            tokens = torch.argmax(logits, dim=-1).int()  # (B,)
+        else:
+            tokens = torch.as_tensor(next_token(logits, position)).int()
+        in_prompt = prompt_mask[:, index]
+        tokens = torch.where(in_prompt, token_ids[:, index], tokens)
+        if stops is not None:
+            tokens = torch.where(done, 0, tokens)
+            mask[:, index] = in_prompt | ~done
+            done = done | (~in_prompt & (tokens[:, None] == stops).any(dim=-1))
+        else:
+            mask[:, index] = True  # no row can stop
+        token_ids[:, index] = tokens
+    return token_ids, mask

@@ -134,11 +134,14 @@ def test_seeds():
     assert not np.array_equal(draw(1, 0), draw(1, 1))
 
 
-def counting_next_fn(vocabulary_size):
-    """A fake model whose next token is (token + index) % V, with a dummy cache."""
+def counting_next_fn(vocabulary_size, calls=None):
+    """A fake model whose next token is (token + index) % V, with a dummy cache; each
+    call is appended to `calls` (once per step where the loop runs eagerly)."""
 
     def next_fn(token_ids, cache, index):
         assert tuple(token_ids.shape)[1] == 1
+        if calls is not None:
+            calls.append(index)
         target = (token_ids[:, 0] + index) % vocabulary_size
         return ops.one_hot(target, vocabulary_size), [cache[0] + 1]
 
@@ -159,7 +162,17 @@ def expected_continuation(prompts, length, vocabulary_size, stop=()):
     return token_ids, mask
 
 
-def run_loop(prompts, length, vocabulary_size, stop_token_ids=None):
+# The keras.ops loop, and on torch also the PyTorch loop that `generate` runs there.
+LOOPS = {"keras_ops": samplers.token_loop}
+if BACKEND == "torch":
+    import importlib
+
+    LOOPS["torch"] = importlib.import_module(
+        "keras_transformers.generation.torch_primitives"
+    ).token_loop
+
+
+def run_loop(prompts, length, vocabulary_size, stop_token_ids=None, loop="keras_ops", calls=None):
     token_ids = np.zeros((len(prompts), length), "int32")
     mask = np.zeros((len(prompts), length), bool)
     for row, prompt in enumerate(prompts):
@@ -167,8 +180,8 @@ def run_loop(prompts, length, vocabulary_size, stop_token_ids=None):
         mask[row, : len(prompt)] = True
     start = min(len(prompt) for prompt in prompts)
     token_ids[~mask] = 77  # junk in the padding must not leak out
-    outputs = samplers.token_loop(
-        counting_next_fn(vocabulary_size),
+    outputs = LOOPS[loop](
+        counting_next_fn(vocabulary_size, calls),
         token_ids,
         mask,
         [ops.zeros((len(prompts), 1))],
@@ -178,30 +191,56 @@ def run_loop(prompts, length, vocabulary_size, stop_token_ids=None):
     return to_numpy(outputs[0]), to_numpy(outputs[1])
 
 
-def test_loop_keeps_ragged_prompts_and_steps_positions():
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_loop_keeps_ragged_prompts_and_steps_positions(loop):
     prompts = [[3], [5, 6, 7], [9, 1]]
-    token_ids, mask = run_loop(prompts, 8, 100)
+    token_ids, mask = run_loop(prompts, 8, 100, loop=loop)
     expected_ids, expected_mask = expected_continuation(prompts, 8, 100)
     np.testing.assert_array_equal(token_ids, expected_ids)
     np.testing.assert_array_equal(mask, expected_mask)
 
 
-def test_loop_stops_rows_and_pads_after_the_stop_token():
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_loop_stops_rows_and_pads_after_the_stop_token(loop):
     prompts = [[3], [5, 6, 7], [1, 1]]
     # Row 0: 3, 3, 4, 6 (stop); row 1: 5, 6, 7, 9 (stop; the 6 in its prompt does not
     # count); row 2: 1, 1, 2, 4, 7, 11, 16, 22 (never stops).
-    token_ids, mask = run_loop(prompts, 8, 100, stop_token_ids=(9, 6))
+    token_ids, mask = run_loop(prompts, 8, 100, stop_token_ids=(9, 6), loop=loop)
     expected_ids, expected_mask = expected_continuation(prompts, 8, 100, stop=(9, 6))
     np.testing.assert_array_equal(token_ids, expected_ids)
     np.testing.assert_array_equal(mask, expected_mask)
     np.testing.assert_array_equal(mask.sum(axis=1), [4, 4, 8])
 
 
-def test_loop_ends_when_every_row_has_stopped():
-    token_ids, mask = run_loop([[3], [4]], 10, 100, stop_token_ids=(3, 5))
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_loop_ends_when_every_row_has_stopped(loop):
+    calls = []
+    token_ids, mask = run_loop([[3], [4]], 10, 100, stop_token_ids=(3, 5), loop=loop, calls=calls)
     # Row 0: 3, 3 (stop); row 1: 4, 4, 5 (stop). The rest is padding.
     np.testing.assert_array_equal(token_ids, [[3, 3] + [0] * 8, [4, 4, 5] + [0] * 7])
     np.testing.assert_array_equal(mask.sum(axis=1), [2, 3])
+    if BACKEND == "torch":  # both loops run eagerly there: two steps, not nine
+        assert len(calls) == 2
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch loop runs on torch only")
+@pytest.mark.parametrize("sampler,options", [("random", {}), ("top_k", {"top_k": 3})])
+def test_torch_loop_samples_as_the_keras_ops_loop(sampler, options):
+    """Same seed, same tokens: the PyTorch loop feeds the sampler the same positions."""
+    table = np.random.default_rng(5).normal(size=(20, 20)).astype("float32")
+
+    def next_fn(token_ids, cache, index):  # logits from the previous token and position
+        return ops.take(table, (token_ids[:, 0] + index) % 20, axis=0), cache
+
+    token_ids = np.array([[3, 0, 0, 0, 0, 0], [4, 5, 6, 0, 0, 0]], "int32")
+    mask = ops.convert_to_tensor(token_ids > 0)
+    token_ids = ops.convert_to_tensor(token_ids)
+    outputs = {}
+    for name, loop in LOOPS.items():
+        next_token = samplers.get_next_token_fn(sampler, temperature=1.5, seed=11, **options)
+        outputs[name] = loop(next_fn, token_ids, mask, (), 1, (7,), next_token)
+    for keras_ops, torch_loop in zip(outputs["keras_ops"], outputs["torch"]):
+        np.testing.assert_array_equal(to_numpy(torch_loop), to_numpy(keras_ops))
 
 
 def test_unknown_sampler_and_missing_seed():
