@@ -509,13 +509,13 @@ def generate(
 
     Compilation (`jit_compile`): by default ("auto", as Keras) the whole loop is
     compiled on JAX (`jax.jit`) and TensorFlow (XLA), and PyTorch runs it eagerly
-    (a tight loop on the layers' weights, with no Keras layer calls). On PyTorch,
-    `jit_compile=True` also compiles the decoding step with `torch.compile`: steps
-    ran 1.4-2x faster in benchmarks/GENERATION_RESULTS.md, after a compilation of
-    tens of seconds (worth it for long or repeated generation). `jit_compile=False` runs eagerly everywhere. The
-    first call for a model, batch size, prompt length, `max_new_tokens` and
-    settings compiles; later calls with the same ones reuse it. The model's
-    current weights are read on every call.
+    (a Python loop of plain PyTorch ops on the layers' weights; the sampling
+    samplers stay keras.ops). On PyTorch, `jit_compile=True` also compiles the
+    decoding step with `torch.compile`, after a compilation of tens of seconds (see
+    benchmarks/GENERATION_RESULTS.md for what it gains on CPU and GPU).
+    `jit_compile=False` runs eagerly everywhere. The first call for a model, batch
+    size, prompt length, `max_new_tokens` and settings compiles; later calls with
+    the same ones reuse it. The model's current weights are read on every call.
 
     Args:
         model: a model built by `models.gpt2.gpt2` or `models.transformer.transformer`.

@@ -4,8 +4,8 @@ On the torch backend `generate.py` runs its decoding step on these instead of
 `keras.ops`: Keras converts and checks every argument of every op (about 20 us an
 op), which made a small model's step cost several milliseconds of Python, while a
 PyTorch op costs a few microseconds. Same functions, arguments, weight layout and
-results as `primitives.py` (softmax in float32, layer normalization in at least
-float32, as Keras computes them); the cache is written in place (`index_copy_`),
+results (up to float rounding: a Dense is one fused `F.linear`) as `primitives.py`
+(softmax in float32, layer normalization in at least float32, as Keras computes them); the cache is written in place (`index_copy_`),
 as `backend.write_positions` does on PyTorch. Runs eagerly or under
 `torch.compile`. `token_loop` is `samplers.token_loop` as a Python loop (a keras.ops
 loop costs about 20 ops of dispatch per token). Imported only on the torch backend
