@@ -97,27 +97,22 @@ def build(model_name, library, config, dtype=None):
         num_heads=config["num_heads"],
         hidden_dim=config["hidden_dim"],
     )
+    # The language models' arguments have the same names in both libraries.
+    text = dict(
+        vocabulary_size=config["vocabulary_size"],
+        intermediate_dim=config["intermediate_dim"],
+        max_sequence_length=config["sequence_length"],
+        dropout=config["dropout"],
+        dtype=dtype,
+        **widths,
+    )
     if library == "ours":
         from keras_transformers.models import bert, gpt2, vit
 
         if model_name == "gpt2":
-            return gpt2.gpt2(
-                config["vocabulary_size"],
-                intermediate_dim=config["intermediate_dim"],
-                max_sequence_length=config["sequence_length"],
-                dropout=config["dropout"],
-                dtype=dtype,
-                **widths,
-            )
+            return gpt2.gpt2(**text)
         if model_name == "bert":
-            backbone = bert.bert(
-                config["vocabulary_size"],
-                intermediate_dim=config["intermediate_dim"],
-                max_sequence_length=config["sequence_length"],
-                dropout=config["dropout"],
-                dtype=dtype,
-                **widths,
-            )
+            backbone = bert.bert(**text)
             return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
         return vit.vit(
             config["image_size"],
@@ -133,25 +128,11 @@ def build(model_name, library, config, dtype=None):
     import keras_hub
 
     if model_name == "gpt2":
-        backbone = keras_hub.models.GPT2Backbone(
-            config["vocabulary_size"],
-            intermediate_dim=config["intermediate_dim"],
-            max_sequence_length=config["sequence_length"],
-            dropout=config["dropout"],
-            dtype=dtype,
-            **widths,
-        )
+        backbone = keras_hub.models.GPT2Backbone(**text)
         logits = backbone.token_embedding(backbone.output, reverse=True)
         return keras.Model(backbone.input, keras.ops.cast(logits, "float32"), name="keras_hub_gpt2")
     if model_name == "bert":
-        backbone = keras_hub.models.BertBackbone(
-            config["vocabulary_size"],
-            intermediate_dim=config["intermediate_dim"],
-            max_sequence_length=config["sequence_length"],
-            dropout=config["dropout"],
-            dtype=dtype,
-            **widths,
-        )
+        backbone = keras_hub.models.BertBackbone(**text)
         return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
     size = config["image_size"]
     backbone = keras_hub.models.ViTBackbone(
