@@ -13,6 +13,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_transformers.data._buckets import bucket_and_pad
+
 # The special tokens of BERT's vocabularies (and keras-hub's WordPiece learner's default).
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 IS_NEXT, NOT_NEXT = 0, 1  # bert_pretraining's NSP labels
@@ -319,14 +321,34 @@ def classification_dataset(
     shuffle=False,
     seed=0,
     drop_remainder=False,
+    bucket_boundaries=None,
 ):
     """Single-sentence classification batches ([CLS] sentence [SEP]) for `bert_classifier`.
 
+    Sentences longer than `sequence_length` - 2 tokens are cut. Without
+    `bucket_boundaries` every batch is padded (with [PAD] = 0) to `sequence_length`.
+    With them, the sentences are tokenized at once (and cached), grouped by
+    their packed length and each batch is padded only to the first of
+    `bucket_boundaries` + [sequence_length] that holds its longest sentence:
+    short sentences (most of SST-2) then cost a short sequence, and a compiled
+    training step sees one shape per bound.
+
+    Args:
+        sentences: a list of str.
+        labels: their int class ids.
+        tokenizer: a keras-hub `WordPieceTokenizer` whose vocabulary holds
+            [PAD] = 0, [CLS] and [SEP].
+        sequence_length: the longest packed sentence, specials included.
+        batch_size: sentences per batch.
+        shuffle: shuffle the sentences (each epoch anew) before batching.
+        seed: the shuffle seed.
+        drop_remainder: drop the last partial batch (of each bucket).
+        bucket_boundaries: None, or increasing positive int lengths that batches
+            are padded to; those >= `sequence_length` are ignored.
+
     Returns:
         A `tf.data.Dataset` of ({"token_ids", "segment_ids", "padding_mask": int32
-        (B, sequence_length)}, labels int32 (B,)); sentences longer than
-        `sequence_length` - 2 tokens are cut. `drop_remainder` drops the last
-        partial batch.
+        (B, L)}, labels int32 (B,)); L = `sequence_length`, or a bucket's bound.
 
     Example:
 
@@ -335,12 +357,15 @@ def classification_dataset(
     >>> inputs, labels = next(iter(classification_dataset(["a gem"], [1], tokenizer, 6, 2)))
     >>> inputs["token_ids"].numpy().tolist(), labels.numpy().tolist()
     ([[1, 5, 6, 2, 0, 0]], [1])
+    >>> dataset = classification_dataset(["a", "a gem a gem"], [0, 1], tokenizer, 8, 2,
+    ...                                  bucket_boundaries=[4])
+    >>> [batch[0]["token_ids"].numpy().tolist() for batch in dataset]
+    [[[1, 5, 2, 0]], [[1, 5, 6, 5, 6, 2, 0, 0]]]
     """
+    bucket_boundaries = _check_boundaries(bucket_boundaries)
     ids = _special_ids(tokenizer)
     packer = pack(tokenizer, sequence_length)
     dataset = tf.data.Dataset.from_tensor_slices((list(sentences), np.asarray(labels, "int32")))
-    if shuffle:
-        dataset = dataset.shuffle(len(sentences), seed=seed, reshuffle_each_iteration=True)
 
     def make(sentences, labels):
         token_ids, segment_ids = packer((tokenizer(sentences),))
@@ -351,8 +376,44 @@ def classification_dataset(
         }
         return inputs, labels
 
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if not bucket_boundaries:
+        if shuffle:
+            dataset = dataset.shuffle(len(sentences), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        return dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def unpad(inputs, label):
+        length = tf.reduce_sum(inputs["padding_mask"])
+        return {name: x[:length] for name, x in inputs.items()}, label
+
+    # Tokenizing 1,000 strings at a time is much faster than one by one.
+    examples = dataset.batch(1000).map(make).unbatch().map(unpad).cache()
+    # One pass now fills the cache and counts the batches (a known epoch length for `fit`).
+    lengths = [np.zeros(0, "int32")] + list(
+        examples.map(lambda inputs, label: tf.shape(inputs["token_ids"])[0]).batch(8192).as_numpy_iterator()
+    )
+    if shuffle:
+        examples = examples.shuffle(len(sentences), seed=seed, reshuffle_each_iteration=True)
+    batches = bucket_and_pad(
+        examples, bucket_boundaries, sequence_length, batch_size, drop_remainder, np.concatenate(lengths)
+    )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_boundaries(bucket_boundaries):
+    """`bucket_boundaries` as a list (empty for None), or ValueError unless increasing positive ints."""
+    try:
+        bounds = [] if bucket_boundaries is None else list(bucket_boundaries)
+    except TypeError:
+        bounds = None
+    if bounds is None or not all(
+        isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b > 0 for b in bounds
+    ) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        raise ValueError(
+            "`bucket_boundaries` must be None or increasing positive ints. "
+            f"Received: bucket_boundaries={bucket_boundaries!r}"
+        )
+    return bounds
 
 
 def word_piece_vocabulary(texts, vocabulary_size, path=None, lowercase=True):

@@ -13,6 +13,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_transformers.data._buckets import bucket_and_pad
+
 # [PAD] must be id 0: padded batches pad with zeros, and masks treat 0 as padding.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]")
 PAD_ID, UNK_ID, START_ID, END_ID = range(4)
@@ -254,7 +256,6 @@ def translation_dataset(
             "`source_texts` and `target_texts` must have the same length. Received: "
             f"{len(source_texts)} and {len(target_texts)} texts"
         )
-    boundaries = sorted(b for b in bucket_boundaries if b < max_length) + [max_length]
     pairs = tf.data.Dataset.from_tensor_slices((list(source_texts), list(target_texts)))
     # Tokenizing 1,000 strings at a time is much faster than one by one.
     pairs = pairs.batch(1000).map(lambda s, t: (tokenizer(s), tokenizer(t))).unbatch()
@@ -262,30 +263,8 @@ def translation_dataset(
     if shuffle:
         pairs = pairs.shuffle(len(source_texts), seed=seed, reshuffle_each_iteration=True)
     examples = pairs.map(lambda s, t: _teacher_forcing(s, t, max_length))
-    # bucket_by_sequence_length pads to "boundary - 1": shift the bounds by one.
-    return examples.bucket_by_sequence_length(
-        element_length_func=lambda inputs, labels, weights: tf.maximum(
-            tf.shape(inputs["encoder_token_ids"])[0], tf.shape(labels)[0]
-        ),
-        bucket_boundaries=[b + 1 for b in boundaries[:-1]],
-        bucket_batch_sizes=[batch_size] * len(boundaries),
-        pad_to_bucket_boundary=False,
-        drop_remainder=drop_remainder,
-    ).map(lambda inputs, labels, weights: _pad_to_bucket(inputs, labels, weights, boundaries)).prefetch(
-        tf.data.AUTOTUNE
-    )
-
-
-def _pad_to_bucket(inputs, labels, weights, boundaries):
-    """Pads a batch to the smallest boundary that holds its longest row (both sides)."""
-    longest = tf.maximum(tf.shape(inputs["encoder_token_ids"])[1], tf.shape(labels)[1])
-    bounds = tf.constant(boundaries, "int32")
-    length = tf.reduce_min(tf.boolean_mask(bounds, bounds >= longest))
-
-    def pad(x):
-        return tf.pad(x, [[0, 0], [0, length - tf.shape(x)[1]]])
-
-    return {name: pad(x) for name, x in inputs.items()}, pad(labels), pad(weights)
+    batches = bucket_and_pad(examples, bucket_boundaries, max_length, batch_size, drop_remainder)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def encode_sources(texts, tokenizer, max_length=64):

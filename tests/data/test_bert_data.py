@@ -119,6 +119,104 @@ def test_classification_dataset(tokenizer):
     np.testing.assert_array_equal(labels, [1, 0])
 
 
+def _random_sentences(count, longest, seed=0):
+    rng = np.random.default_rng(seed)
+    sentences = [" ".join(rng.choice(WORDS, int(n))) for n in rng.integers(1, longest + 1, count)]
+    return sentences, rng.integers(0, 2, count)
+
+
+def _packed(tokenizer, sentences, sequence_length):
+    """[CLS] sentence [SEP], cut to sequence_length, straight from the tokenizer."""
+    return [[CLS] + list(row[: sequence_length - 2]) + [SEP] for row in tokenizer(sentences)]
+
+
+def _rows(dataset):
+    """Every (unpadded token ids, label) of an epoch, and the batches' lengths."""
+    rows, lengths = [], []
+    for inputs, labels in map(_numpy, dataset):
+        lengths.append(inputs["token_ids"].shape[1])
+        for token_ids, mask, label in zip(inputs["token_ids"], inputs["padding_mask"], labels):
+            rows.append((tuple(token_ids[mask == 1].tolist()), int(label)))
+    return sorted(rows), lengths
+
+
+def test_buckets_pad_each_batch_to_the_first_bound_that_holds_it(tokenizer):
+    sentences, labels = _random_sentences(300, 36)
+    expected = dict(zip(sentences, _packed(tokenizer, sentences, 32)))
+    dataset = bert_data.classification_dataset(
+        sentences, labels, tokenizer, 32, 8, shuffle=True, seed=3, bucket_boundaries=(8, 16)
+    )
+    lengths = set()
+    by_ids = {tuple(row): sentence for sentence, row in expected.items()}
+    for inputs, _ in map(_numpy, dataset):
+        token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
+        length = token_ids.shape[1]
+        lengths.add(length)
+        longest = int(mask.sum(1).max())
+        assert length == min(b for b in (8, 16, 32) if b >= longest)
+        assert inputs["segment_ids"].shape == mask.shape == token_ids.shape
+        np.testing.assert_array_equal(inputs["segment_ids"], 0)
+        np.testing.assert_array_equal(mask, token_ids != PAD)
+        for row, row_mask in zip(token_ids, mask):
+            n = int(row_mask.sum())
+            assert row_mask[:n].all() and not row_mask[n:].any()  # right-padded
+            sentence = by_ids[tuple(row[:n].tolist())]
+            if len(sentence.split()) <= 30:  # fits: nothing cut
+                assert n == len(sentence.split()) + 2
+    assert lengths == {8, 16, 32}
+
+
+def test_buckets_keep_every_sentence_and_label(tokenizer):
+    sentences, labels = _random_sentences(200, 36, seed=1)
+    expected = sorted(zip(map(tuple, _packed(tokenizer, sentences, 32)), labels.tolist()))
+    packed_lengths = np.array([len(row) for row, _ in expected])
+    sizes = [np.sum(packed_lengths <= 12), np.sum((packed_lengths > 12) & (packed_lengths <= 20)),
+             np.sum(packed_lengths > 20)]
+    plain, plain_lengths = _rows(bert_data.classification_dataset(sentences, labels, tokenizer, 32, 16))
+    bucketed, lengths = _rows(
+        bert_data.classification_dataset(
+            sentences, labels, tokenizer, 32, 16, shuffle=True, bucket_boundaries=[12, 20]
+        )
+    )
+    assert plain == bucketed == expected
+    # The epoch's length is known (Keras' fit relies on it): every partial batch is kept.
+    kept = bert_data.classification_dataset(sentences, labels, tokenizer, 32, 16, bucket_boundaries=[12, 20])
+    assert int(kept.cardinality()) == len(list(kept)) == sum(-(-int(size) // 16) for size in sizes)
+    assert set(plain_lengths) == {32} and set(lengths) == {12, 20, 32}
+    # drop_remainder drops each bucket's last partial batch, nothing else.
+    dropped = bert_data.classification_dataset(
+        sentences, labels, tokenizer, 32, 16, shuffle=True, drop_remainder=True, bucket_boundaries=[12, 20]
+    )
+    batches = [inputs["token_ids"].shape for inputs, _ in map(_numpy, dropped)]
+    assert all(shape[0] == 16 for shape in batches)
+    assert len(batches) == int(dropped.cardinality()) == sum(int(size) // 16 for size in sizes)
+    for bound, size in zip((12, 20, 32), sizes):
+        assert sum(shape[1] == bound for shape in batches) == int(size) // 16
+
+
+def test_bucketed_shuffle_is_seeded(tokenizer):
+    sentences, labels = _random_sentences(120, 20, seed=2)
+
+    def epochs(seed):
+        dataset = bert_data.classification_dataset(
+            sentences, labels, tokenizer, 24, 8, shuffle=True, seed=seed, bucket_boundaries=[8]
+        )
+        return [[inputs["token_ids"].tolist() for inputs, _ in map(_numpy, dataset)] for _ in range(2)]
+
+    first = epochs(seed=5)
+    assert first == epochs(seed=5)
+    assert first[0] != first[1]  # reshuffled each epoch
+    assert first != epochs(seed=6)
+
+
+@pytest.mark.parametrize("bad", [(16, 8), (8, 8), (0, 8), (-4,), (8.0,), (True,), "16", 16])
+def test_bad_bucket_boundaries_raise(bad):
+    # Raised before the tokenizer (here a wrong one) is touched.
+    with pytest.raises(ValueError, match="`bucket_boundaries` must be None or increasing positive ints. "
+                                         "Received: bucket_boundaries="):
+        bert_data.classification_dataset(["a"], [0], None, 32, 1, bucket_boundaries=bad)
+
+
 def test_pad_must_be_zero():
     tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
         vocabulary=["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "a"]
