@@ -44,6 +44,53 @@ def split_sentences(text):
     return [s for s in re.split(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])", text.strip()) if s]
 
 
+def read_agnews_rows(path):
+    """Reads an AG News tsv (`text<TAB>label`, no header) as raw (text, label name) rows.
+
+    The text is kept as in the file, AG News' escapes (" #39;", "\\") included, as
+    TFDS `ag_news_subset` keeps them in its "description".
+
+    Example:
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "agnews.tsv"
+    >>> _ = path.write_text("It #39;s over.\\tSci/Tech\\nA win.\\tSports\\n")
+    >>> read_agnews_rows(path)
+    [('It #39;s over.', 'Sci/Tech'), ('A win.', 'Sports')]
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            row = tuple(line.rstrip("\r\n").rsplit("\t", 1))
+            if len(row) != 2:
+                raise ValueError(
+                    f"`path` must be an AG News tsv (text<TAB>label). Received: path={path!r} "
+                    f"with no tab on line {number}"
+                )
+            rows.append(row)
+    return rows
+
+
+def to_documents(texts, limit=None):
+    """Article texts -> documents of sentences (`clean_text`, then `split_sentences`).
+
+    Texts that leave no sentence are dropped; `limit` keeps the first `limit` documents.
+
+    Example:
+
+    >>> to_documents(["Stocks fell. Oil rose.", " ", "A win."])
+    [['Stocks fell.', 'Oil rose.'], ['A win.']]
+    """
+    result = []
+    for text in texts:
+        if limit is not None and len(result) >= limit:
+            break
+        sentences = split_sentences(clean_text(text))
+        if sentences:
+            result.append(sentences)
+    return result
+
+
 def read_agnews(path, limit=None):
     """Reads an AG News tsv (`text<TAB>label`, no header) as documents of sentences.
 
@@ -63,16 +110,7 @@ def read_agnews(path, limit=None):
     >>> read_agnews(path)
     [['Stocks fell.', 'Oil rose.'], ['A win.']]
     """
-    documents = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            text = line.rstrip("\r\n").rsplit("\t", 1)[0]
-            sentences = split_sentences(clean_text(text))
-            if sentences:
-                documents.append(sentences)
-            if limit is not None and len(documents) >= limit:
-                break
-    return documents
+    return to_documents((text for text, _ in read_agnews_rows(path)), limit)
 
 
 def read_sst2(path):

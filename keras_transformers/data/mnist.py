@@ -128,7 +128,7 @@ def _augment(images, labels, seed):
 
 def mnist_datasets(
     data_dir=None, batch_size=128, num_validation=2000, seed=0, augment=False, download=False,
-    max_examples=None,
+    max_examples=None, arrays=None,
 ):
     """Train and validation tf.data pipelines over MNIST's test set, split stratified.
 
@@ -145,13 +145,15 @@ def mnist_datasets(
         download: whether to fall back on TFDS `mnist` (internet).
         max_examples: keep only a stratified subset of this many examples first
             (for smoke runs).
+        arrays: the (images, labels) to split instead of reading `data_dir`, shaped
+            as `load_mnist_test`'s (e.g. `tfds_builders.mnist_arrays()`).
 
     Returns:
         (train_dataset, validation_dataset, info): info holds "train_size",
         "validation_size", "train_counts", "validation_counts" (per class) and
         "validation_indices" (into the 10,000 test images).
     """
-    images, labels = load_mnist_test(data_dir, download=download)
+    images, labels = arrays if arrays is not None else load_mnist_test(data_dir, download=download)
     if max_examples is not None and max_examples < len(labels):
         _, keep = stratified_split(labels, max_examples, seed=seed)
         images, labels = images[keep], labels[keep]
