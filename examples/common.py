@@ -48,6 +48,17 @@ def add_common_arguments(
     return size
 
 
+def add_tfds_arguments(parser, builder):
+    """Adds --tfds (read the data through the TFDS builder `builder` of
+    `keras_transformers.data.tfds_builders`: the same records, prepared once from the files
+    under --data-dir) and --tfds-dir (TFDS's data folder for the prepared copy)."""
+    parser.add_argument("--tfds", action="store_true",
+                        help=f"read the same records through the TFDS builder {builder}, "
+                             "prepared once from --data-dir's files into --tfds-dir")
+    parser.add_argument("--tfds-dir", default=None,
+                        help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
 def fill_from_preset(args, preset):
     """Sets each flag of `preset` that the command line left unset (None)."""
     for name, value in preset.items():

@@ -83,6 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-fraction", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training sentences")
+    common.add_tfds_arguments(parser, "local_sst2")
     args = parser.parse_args(argv)
     if args.smoke:
         if args.init == "minilm" and "--init" not in (argv if argv is not None else sys.argv):
@@ -152,10 +153,18 @@ def main(argv=None):
     from keras_transformers.data import bert as bert_data
 
     # 1. SST-2: train for fitting, dev for accuracy (the test labels are GLUE's secret).
-    train_sentences, train_labels = bert_data.read_sst2(
-        common.local_or_download(args.data_dir, "sst2", "train.tsv", SST2_URL))
-    dev_sentences, dev_labels = bert_data.read_sst2(
-        common.local_or_download(args.data_dir, "sst2", "dev.tsv", SST2_URL))
+    if args.tfds:  # the same records through the local_sst2 TFDS builder
+        from keras_transformers.data import tfds_builders
+
+        (train_sentences, train_labels), (dev_sentences, dev_labels) = (
+            tfds_builders.sst2_sentences(split, os.path.join(args.data_dir, "sst2"), args.tfds_dir)
+            for split in ("train", "validation")
+        )
+    else:
+        train_sentences, train_labels = bert_data.read_sst2(
+            common.local_or_download(args.data_dir, "sst2", "train.tsv", SST2_URL))
+        dev_sentences, dev_labels = bert_data.read_sst2(
+            common.local_or_download(args.data_dir, "sst2", "dev.tsv", SST2_URL))
     if args.train_limit:
         train_sentences, train_labels = train_sentences[: args.train_limit], train_labels[: args.train_limit]
     if args.smoke:

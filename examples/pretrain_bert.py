@@ -74,6 +74,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-fraction", type=float, default=0.05)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training articles")
+    common.add_tfds_arguments(parser, "local_ag_news_subset")
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs = min(args.epochs, 2)
@@ -94,11 +95,17 @@ def main(argv=None):
     from keras_transformers.data import bert as bert_data
 
     # 1. The corpus: AG News articles as documents of sentences.
-    test_articles = bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "test.tsv", AGNEWS_URL))
-    train_documents = (
-        bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "dev.tsv", AGNEWS_URL))
-        + test_articles[HELD_OUT:]
-    )
+    if args.tfds:  # the same records through the local_ag_news_subset TFDS builder (dev.tsv is its train)
+        from keras_transformers.data import tfds_builders
+
+        dev_articles, test_articles = (
+            tfds_builders.agnews_documents(split, os.path.join(args.data_dir, "agnews"), args.tfds_dir)
+            for split in ("train", "test")
+        )
+    else:
+        test_articles = bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "test.tsv", AGNEWS_URL))
+        dev_articles = bert_data.read_agnews(common.local_or_download(args.data_dir, "agnews", "dev.tsv", AGNEWS_URL))
+    train_documents = dev_articles + test_articles[HELD_OUT:]
     held_out_documents = test_articles[:HELD_OUT]
     if args.train_limit:
         train_documents = train_documents[: args.train_limit]

@@ -63,6 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-epochs", type=int)
     parser.add_argument("--max-examples", type=int, help="use a stratified subset of the 10,000")
     parser.add_argument("--no-augment", action="store_true", help="no random 2-pixel shifts")
+    common.add_tfds_arguments(parser, "local_mnist")
     args = parser.parse_args(argv)
     return common.fill_from_preset(args, PRESETS["smoke" if args.smoke else "full"])
 
@@ -73,10 +74,15 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
 
     # --- Data: MNIST's 10,000 test digits, split 8,000 / 2,000 keeping each digit's share.
+    arrays = None
+    if args.tfds:  # the same digits through the local_mnist TFDS builder
+        from keras_transformers.data import tfds_builders
+
+        arrays = tfds_builders.mnist_arrays("test", os.path.join(args.data_dir, "mnist-test"), args.tfds_dir)
     train_data, validation_data, info = mnist.mnist_datasets(
         args.data_dir, batch_size=args.batch_size, num_validation=2000, seed=args.seed,
         augment=not args.no_augment, download=True,
-        max_examples=args.max_examples,
+        max_examples=args.max_examples, arrays=arrays,
     )
     print(f"backend {keras.backend.backend()}; MNIST: train {info['train_size']:,} / "
           f"validation {info['validation_size']:,} (per digit: {info['validation_counts']})")

@@ -80,6 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training pairs")
     parser.add_argument("--steps-per-epoch", type=int, default=None)
+    common.add_tfds_arguments(parser, "local_multi30k")
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs = min(args.epochs, 2)
@@ -137,9 +138,17 @@ def main(argv=None):
     # 1. Data: Multi30k from --data-dir, or its upstream repository for users with internet.
     folder = os.path.join(args.data_dir, "multi30k")
     download = not os.path.exists(os.path.join(folder, "train.de.gz"))
-    train_de, train_en = translation.load_multi30k(folder, "train", "de", "en", download)
-    val_de, val_en = translation.load_multi30k(folder, "val", "de", "en", download)
-    test_de, test_en = translation.load_multi30k(folder, "test_2016_flickr", "de", "en", download)
+    if args.tfds:  # the same records through the local_multi30k TFDS builder
+        from keras_transformers.data import tfds_builders
+
+        (train_de, train_en), (val_de, val_en), (test_de, test_en) = (
+            tfds_builders.multi30k_texts(split, folder, args.tfds_dir)
+            for split in ("train", "validation", "test_2016_flickr")
+        )
+    else:
+        train_de, train_en = translation.load_multi30k(folder, "train", "de", "en", download)
+        val_de, val_en = translation.load_multi30k(folder, "val", "de", "en", download)
+        test_de, test_en = translation.load_multi30k(folder, "test_2016_flickr", "de", "en", download)
     if args.train_limit:
         train_de, train_en = train_de[: args.train_limit], train_en[: args.train_limit]
     if args.smoke:

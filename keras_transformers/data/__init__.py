@@ -10,6 +10,8 @@ imports none of them: import the one you need, e.g.
 - `translation`: Multi30k de->en, a shared WordPiece vocabulary learned on the training
   split, teacher-forcing batches.
 - `bert`: AG News sentences as MLM + NSP pretraining examples, and SST-2 for fine-tuning.
+- `tfds_builders`: TFDS builders over the local Multi30k, SST-2, AG News and MNIST files
+  (`local_sst2`, ...: the features of `glue/sst2`, `ag_news_subset`, `mnist`), and `load`.
 
 `tinyshakespeare_sample.txt` (the first ~20 KB of Tiny Shakespeare) is packaged as a last
 resort when neither the shared data folder nor a download is available.
