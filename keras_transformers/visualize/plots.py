@@ -205,7 +205,8 @@ def plot_attention_maps(scores, query_tokens, key_tokens, path, example=0, title
                 value[head],
                 query_labels,
                 key_labels,
-                f"{name}, head {head}",
+                # The layer's name once per row: repeated, long names run into each other.
+                f"{name}\nhead {head}" if head == 0 else f"head {head}",
                 x_ticks=row == rows - 1,
                 y_ticks=head == 0,
             )

@@ -31,6 +31,9 @@ def test_plot_attention_and_maps(tmp_path):
     _check_png(tmp_path / "maps" / "m.png")
     assert len([axis for axis in figure.axes if axis.images]) == 6
     np.testing.assert_allclose(figure.axes[4].images[0].get_array(), scores["block_1"][0, 1])
+    # Each row names its layer once (first column); long names must not run into each other.
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == ["block_0\nhead 0", "head 1", "head 2", "block_1\nhead 0", "head 1", "head 2"]
 
 
 def test_plot_token_attention_and_image_attention(tmp_path):
