@@ -147,11 +147,12 @@ def _empty_cache(block, batch_size, length):
     return (ops.zeros(shape, attention.compute_dtype), ops.zeros(shape, attention.compute_dtype))
 
 
-def _output_weights(embedding):
-    """The (D, V) output kernel of a tied ReversibleEmbedding, transposed once, float32."""
+def _output_weights(embedding, math):
+    """The (D, V) output kernel of a tied ReversibleEmbedding, transposed once (a copy,
+    not a view, on PyTorch: `math.contiguous`), float32."""
     dtype = embedding.reverse_dtype or embedding.compute_dtype
     if embedding.tie_weights:
-        return ops.cast(ops.transpose(embedding.embeddings), dtype), None
+        return math.contiguous(ops.cast(ops.transpose(embedding.embeddings), dtype)), None
     return ops.cast(embedding.reverse_embeddings, dtype), None
 
 
@@ -177,7 +178,7 @@ class _GPT2:
             "position_embedding": ops.cast(self.position_embedding.embeddings, dtype),
             "blocks": [_block_weights(block) for block in self.blocks],
             "final_norm": _norm_weights(self.final_layer_norm),
-            "output": _output_weights(self.token_embedding),
+            "output": _output_weights(self.token_embedding, self.math),
         }
 
     def _run(self, weights, token_ids, cache, index, logits=True):
@@ -249,7 +250,7 @@ class _Transformer:
     def weights(self):
         dtype = self.token_embedding.compute_dtype
         if self.output_projection is None:
-            output = _output_weights(self.token_embedding)
+            output = _output_weights(self.token_embedding, self.math)
         else:
             output = _weights(self.output_projection, self.output_projection.compute_dtype)
         return {

@@ -46,6 +46,11 @@ def take(table, indices, axis=0):
     return ops.take(table, indices, axis=axis)
 
 
+def contiguous(x):
+    """x as it is: XLA chooses its own memory layouts."""
+    return x
+
+
 def project(x, weights, heads=None):
     """x (B, T, in) times the kernel, plus the bias; split into `heads` if given.
 

