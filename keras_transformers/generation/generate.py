@@ -63,25 +63,27 @@ def _norm_weights(layer):
     return ops.cast(layer.gamma, layer.compute_dtype), ops.cast(layer.beta, layer.compute_dtype)
 
 
-def _block_weights(block):
-    """The weights of a `TransformerDecoderBlock`, laid out for `_block_step`."""
+def _block_weights(block, math, rows=None):
+    """The weights of a `TransformerDecoderBlock`, laid out for `_block_step` by
+    `math.dense` (`rows`: see `torch_primitives.dense`)."""
     dtype = block.compute_dtype
     attention = block.self_attention
+
+    def dense(*layers, inputs=1):
+        return math.dense(*(_weights(layer, dtype, inputs) for layer in layers), rows=rows)
+
     weights = {
-        "self_query": _weights(attention.query_dense, dtype),  # (D, N * H)
-        # Separate key and value projections: one fused (D, 2, N, H) projection ran
-        # slower under TensorFlow's XLA (measured).
-        "self_key": _weights(attention.key_dense, dtype),
-        "self_value": _weights(attention.value_dense, dtype),
-        "self_output": _weights(attention.output_dense, dtype, inputs=2),  # (N * H, D)
+        # One input, three projections: `math.dense` may fuse them (torch does).
+        "self_qkv": dense(attention.query_dense, attention.key_dense, attention.value_dense),
+        "self_output": dense(attention.output_dense, inputs=2),  # (N * H, D)
         "self_norm": _norm_weights(block.self_attention_layer_norm),
-        "feedforward_in": _weights(block.feedforward.intermediate_dense, dtype),
-        "feedforward_out": _weights(block.feedforward.output_dense, dtype),
+        "feedforward_in": dense(block.feedforward.intermediate_dense),
+        "feedforward_out": dense(block.feedforward.output_dense),
         "feedforward_norm": _norm_weights(block.feedforward_layer_norm),
     }
     if block.use_cross_attention:
-        weights["cross_query"] = _weights(block.cross_attention.query_dense, dtype)
-        weights["cross_output"] = _weights(block.cross_attention.output_dense, dtype, inputs=2)
+        weights["cross_query"] = dense(block.cross_attention.query_dense)
+        weights["cross_output"] = dense(block.cross_attention.output_dense, inputs=2)
         weights["cross_norm"] = _norm_weights(block.cross_attention_layer_norm)
     return weights
 
@@ -113,10 +115,10 @@ def _block_step(math, block, weights, x, cache, index, positions, mask, cross=No
 
     def self_attention(h):
         nonlocal cache
-        query = math.project(h, weights["self_query"], heads)  # (B, T, N, H)
+        query, keys, values = math.project_heads(h, weights["self_qkv"], heads)  # (B, T, N, H)
         cache = tuple(
-            math.write_heads(layer_cache, math.project(h, weights[name], heads), index, positions)
-            for layer_cache, name in zip(cache, ("self_key", "self_value"))
+            math.write_heads(layer_cache, new, index, positions)
+            for layer_cache, new in zip(cache, (keys, values))
         )  # (B, N, L, H) each
         return math.attend(query, cache[0], cache[1], mask, key_dim, weights["self_output"])
 
@@ -147,13 +149,15 @@ def _empty_cache(block, batch_size, length):
     return (ops.zeros(shape, attention.compute_dtype), ops.zeros(shape, attention.compute_dtype))
 
 
-def _output_weights(embedding, math):
-    """The (D, V) output kernel of a tied ReversibleEmbedding, transposed once (a copy,
-    not a view, on PyTorch: `math.contiguous`), float32."""
+def _output_weights(embedding, math, rows=None):
+    """The (D, V) output kernel of a tied ReversibleEmbedding, transposed once, as
+    `math.dense` lays it out (on PyTorch a row-major copy, not a view), float32."""
     dtype = embedding.reverse_dtype or embedding.compute_dtype
     if embedding.tie_weights:
-        return math.contiguous(ops.cast(ops.transpose(embedding.embeddings), dtype)), None
-    return ops.cast(embedding.reverse_embeddings, dtype), None
+        kernel = ops.cast(ops.transpose(embedding.embeddings), dtype)
+    else:
+        kernel = ops.cast(embedding.reverse_embeddings, dtype)
+    return math.dense((kernel, None), rows=rows)
 
 
 class _GPT2:
@@ -171,14 +175,15 @@ class _GPT2:
         self.max_sequence_length = self.position_embedding.max_sequence_length
         self.math = _primitives()
 
-    def weights(self):
+    def weights(self, rows=None):
+        """The weights a step reads; `rows` (batch x beams, or None): see `math.dense`."""
         dtype = self.token_embedding.compute_dtype
         return {
             "token_embedding": ops.cast(self.token_embedding.embeddings, dtype),
             "position_embedding": ops.cast(self.position_embedding.embeddings, dtype),
-            "blocks": [_block_weights(block) for block in self.blocks],
+            "blocks": [_block_weights(block, self.math, rows) for block in self.blocks],
             "final_norm": _norm_weights(self.final_layer_norm),
-            "output": _output_weights(self.token_embedding, self.math),
+            "output": _output_weights(self.token_embedding, self.math, rows),
         }
 
     def _run(self, weights, token_ids, cache, index, logits=True):
@@ -247,15 +252,17 @@ class _Transformer:
         self.max_sequence_length = None
         self.math = _primitives()
 
-    def weights(self):
+    def weights(self, rows=None):
+        """The weights a step reads; `rows` (batch x beams, or None): see `math.dense`."""
         dtype = self.token_embedding.compute_dtype
         if self.output_projection is None:
-            output = _output_weights(self.token_embedding, self.math)
+            output = _output_weights(self.token_embedding, self.math, rows)
         else:
-            output = _weights(self.output_projection, self.output_projection.compute_dtype)
+            projection = self.output_projection
+            output = self.math.dense(_weights(projection, projection.compute_dtype), rows=rows)
         return {
             "token_embedding": ops.cast(self.token_embedding.embeddings, dtype),
-            "blocks": [_block_weights(block) for block in self.blocks],
+            "blocks": [_block_weights(block, self.math, rows) for block in self.blocks],
             "output": output,
         }
 
@@ -440,9 +447,14 @@ def _decode(
     """The un-jitted core: prefill then the token loop, in `adapter.math` (keras.ops, or
     PyTorch on torch; see `_primitives`).
 
-    `step` is `adapter.step` or a compiled version of it (torch.compile)."""
+    `step` is None (`adapter.step`) or a compiled version of it (torch.compile)."""
+    # The rows of a step, a hint for `math.dense`; None for a compiled step, which
+    # reads plain weights (see `torch_primitives.dense`), or an unknown batch size.
+    rows, batch_size = None, ops.shape(token_ids)[0]
+    if step is None and isinstance(batch_size, int):
+        rows = batch_size * (num_beams if sampler == "beam" else 1)
     step = step or adapter.step
-    weights = adapter.weights()
+    weights = adapter.weights(rows)
     token_ids, padding_mask, cache, start_index = adapter.start(
         weights, token_ids, padding_mask, max_new_tokens, start_token_id
     )
@@ -616,7 +628,7 @@ def generate(
         object.__setattr__(model, _COMPILED_ATTRIBUTE, compiled)
     if key not in compiled:
         adapter = compiled["adapter"]
-        step = compiled["step"] if jit_compile is True else adapter.step
+        step = compiled["step"] if jit_compile is True else None
 
         def run(token_ids, padding_mask, seed):
             return _decode(

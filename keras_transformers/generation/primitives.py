@@ -3,9 +3,9 @@
 `generate.py` writes a decoder block's step once, against this namespace of small
 functions; `torch_primitives.py` has the same functions in plain PyTorch, which
 `generate.py` uses on the torch backend (there Keras' per-op dispatch costs more than
-the arithmetic of a small model). Both read the weight layout of `generate._weights`:
-a Dense kernel as an (in, out) matrix and a bias or None, a LayerNormalization as
-(gamma, beta). Shapes: B batch, T new positions, L cache length, S source length,
+the arithmetic of a small model). Both take the weights of `generate._weights` (a
+Dense kernel as an (in, out) matrix and a bias or None) through their `dense`, and
+a LayerNormalization's as (gamma, beta). Shapes: B batch, T new positions, L cache length, S source length,
 N heads, H head size, D model width, V vocabulary.
 """
 
@@ -46,9 +46,20 @@ def take(table, indices, axis=0):
     return ops.take(table, indices, axis=axis)
 
 
-def contiguous(x):
-    """x as it is: XLA chooses its own memory layouts."""
-    return x
+def dense(*weights, rows=None):
+    """The weights of one or more Dense projections of the same input, as `project`
+    (one) and `project_heads` (several) read them: here the (kernel, bias) pairs as
+    they are. XLA chooses its own layouts, and one fused (D, 2, N, H) key/value
+    projection ran slower than two under TensorFlow's XLA (measured);
+    `torch_primitives.dense` fuses and reorders. `rows` is unused here.
+
+    Example:
+
+    >>> kernel = ops.ones((2, 4))
+    >>> dense((kernel, None))[0] is kernel, len(dense((kernel, None), (kernel, None)))
+    (True, 2)
+    """
+    return weights[0] if len(weights) == 1 else weights
 
 
 def project(x, weights, heads=None):
@@ -66,6 +77,19 @@ def project(x, weights, heads=None):
     if heads is None:
         return y
     return ops.reshape(y, (ops.shape(x)[0], ops.shape(x)[1], heads, -1))  # (B, T, N, H)
+
+
+def project_heads(x, weights, heads):
+    """Each projection in `weights` (from `dense`) of x (B, T, in), split into heads:
+    a tuple of (B, T, N, H), in `dense`'s order.
+
+    Example:
+
+    >>> weights = dense((ops.ones((2, 4)), None), (ops.ones((2, 2)), None))
+    >>> [tuple(part.shape) for part in project_heads(ops.ones((1, 3, 2)), weights, 2)]
+    [(1, 3, 2, 2), (1, 3, 2, 1)]
+    """
+    return tuple(project(x, part, heads) for part in weights)
 
 
 def layer_norm(x, weights, epsilon):

@@ -3,16 +3,19 @@
 On the torch backend `generate.py` runs its decoding step on these instead of
 `keras.ops`: Keras converts and checks every argument of every op (about 20 us an
 op), which made a small model's step cost several milliseconds of Python, while a
-PyTorch op costs a few microseconds. Same functions, arguments, weight layout and
-results (up to float rounding: a Dense is one fused `F.linear`) as `primitives.py`
-(softmax in float32, layer normalization in at least float32, as Keras computes them); the cache is written in place (`index_copy_`),
-as `backend.write_positions` does on PyTorch. Runs eagerly or under
+PyTorch op costs a few microseconds. Same functions, arguments and results (up to
+float rounding) as `primitives.py` (softmax in float32, layer normalization in at
+least float32, as Keras computes them); `dense` lays the weights out for PyTorch
+(one matmul for a block's query, key and value; oneDNN's blocked layout on a CPU).
+The cache is written in place (`index_copy_`), as `backend.write_positions` does on
+PyTorch. Runs eagerly or under
 `torch.compile`. `token_loop` is `samplers.token_loop` as a Python loop (a keras.ops
 loop costs about 20 ops of dispatch per token). Imported only on the torch backend
 (`generate._primitives`).
 """
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -57,35 +60,96 @@ def take(table, indices, axis=0):
     return torch.index_select(table, axis, _tensor(indices))
 
 
-def contiguous(x):
-    """x in its own row-major storage (a copy when x is a view such as a transpose).
+class Dense(typing.NamedTuple):
+    """The weights of a Dense projection, or of several that read the same input
+    fused into one matmul (the kernels side by side): what `dense` returns and
+    `project` / `project_heads` read."""
 
-    The tied output kernel is the (V, D) embedding transposed: read through the
-    view, the (B, D) x (D, V) logits product streamed 8 MB at about 7 GB/s on a
-    2-core CPU (1.1 ms a token); from a contiguous (D, V) copy it takes 0.4 ms.
+    kernel: torch.Tensor  # (in, out), row-major
+    bias: torch.Tensor | None  # (out,)
+    sizes: tuple  # the output width of each fused projection
+    packed: torch.Tensor | None  # the (out, in) kernel in oneDNN's blocked layout, or None
+
+
+def _packable(kernel):
+    return (
+        kernel.device.type == "cpu"
+        and kernel.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+def dense(*weights, rows=None):
+    """`Dense` weights for `project`, from one or more (kernel (in, out), bias or None).
+
+    Several projections of the same input (a block's query, key and value) become
+    one (in, sum of outs) matmul: one weight stream and one call instead of three.
+    The kernel is made row-major: the tied output kernel arrives as the (V, D)
+    embedding's transposed view, through which the logits product streamed 8 MB at
+    about 7 GB/s on a 2-core CPU (1.1 ms a token; 0.4 ms from a row-major copy).
+
+    `rows` is the number of rows a decoding step feeds (batch x beams), or None
+    (under torch.compile, which cannot trace oneDNN's tensors). With more than one
+    row on a CPU, in float32, the kernel is also reordered once into oneDNN's
+    blocked layout (`torch.ops.mkldnn`, what torch.compile's CPU backend uses for
+    frozen weights): torch's own float32 matmul (MKL) ran a 4-layer, width-256
+    GPT-2's batch-8 step about 2.4x slower on this AMD CPU (3.1 vs 1.3 ms of
+    matmuls). With one row, MKL's matrix-vector product was as fast or faster,
+    and reordering (about 10 ms for that model) would not pay off.
 
     Example:
 
-    >>> contiguous(torch.ones((2, 3)).t()).stride()
-    (2, 1)
+    >>> kernel, bias = torch.ones((2, 3)), torch.zeros(3)
+    >>> fused = dense((kernel, bias), (kernel[:, :1], None))
+    >>> tuple(fused.kernel.shape), fused.bias.tolist(), fused.sizes
+    ((2, 4), [0.0, 0.0, 0.0, 0.0], (3, 1))
     """
-    return x.contiguous()
+    kernels = [kernel.detach() for kernel, _ in weights]
+    sizes = tuple(int(kernel.shape[1]) for kernel in kernels)
+    kernel = torch.cat(kernels, dim=1) if len(kernels) > 1 else kernels[0].contiguous()
+    bias = None
+    if any(bias is not None for _, bias in weights):
+        bias = torch.cat([
+            kernel.new_zeros(size) if bias is None else bias.detach().reshape(-1)
+            for (_, bias), size in zip(weights, sizes)
+        ])
+    packed = None
+    if isinstance(rows, int) and rows > 1 and _packable(kernel):
+        packed = torch.ops.mkldnn._reorder_linear_weight(kernel.t().contiguous(), rows)
+    return Dense(kernel, bias, sizes, packed)
 
 
 def project(x, weights, heads=None):
-    """x (B, T, in) times the kernel, plus the bias; split into `heads` if given.
+    """x (B, T, in) times the `Dense` kernel, plus the bias; split into `heads` if given.
 
     Example:
 
-    >>> kernel, bias = torch.ones((2, 4)), torch.arange(4.0)
-    >>> tuple(project(torch.ones((1, 3, 2)), (kernel, bias), heads=2).shape)
+    >>> weights = dense((torch.ones((2, 4)), torch.arange(4.0)))
+    >>> tuple(project(torch.ones((1, 3, 2)), weights, heads=2).shape)
     (1, 3, 2, 2)
     """
-    kernel, bias = weights
-    y = F.linear(x, kernel.t(), bias)  # one fused matmul and bias
+    if weights.packed is not None:
+        y = torch.ops.mkldnn._linear_pointwise(x, weights.packed, weights.bias, "none", [], "")
+    else:
+        y = F.linear(x, weights.kernel.t(), weights.bias)  # one fused matmul and bias
     if heads is None:
         return y
     return y.view(x.shape[0], x.shape[1], heads, -1)  # (B, T, N, H)
+
+
+def project_heads(x, weights, heads):
+    """Each projection fused in `weights` (from `dense`) of x (B, T, in), split into
+    heads: a tuple of (B, T, N, H), in `dense`'s order, from one matmul.
+
+    Example:
+
+    >>> weights = dense((torch.ones((2, 4)), None), (torch.ones((2, 2)), None))
+    >>> [tuple(part.shape) for part in project_heads(torch.ones((1, 3, 2)), weights, 2)]
+    [(1, 3, 2, 2), (1, 3, 2, 1)]
+    """
+    parts = torch.split(project(x, weights), weights.sizes, dim=-1)
+    return tuple(part.view(x.shape[0], x.shape[1], heads, -1) for part in parts)
 
 
 def layer_norm(x, weights, epsilon):
@@ -139,8 +203,7 @@ def cross_attend(query, keys, values, encoder_mask, key_dim, output_weights):
 
 def next_logits(x, output_weights):
     """float32 logits (B, V) of the first position of x (B, T, D)."""
-    kernel, bias = output_weights
-    return F.linear(x[:, 0].to(kernel.dtype), kernel.t(), bias).float()
+    return project(x[:, 0].to(output_weights.kernel.dtype), output_weights).float()
 
 
 def token_loop(

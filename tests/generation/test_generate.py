@@ -98,9 +98,10 @@ def uncached_transformer_greedy(model, inputs, start_token_id, new_tokens):
     return decoded
 
 
-def cached_logits(model, adapter, inputs, target, first, start_token_id=None):
+def cached_logits(model, adapter, inputs, target, first, start_token_id=None, rows=None):
     """The logits of `target` (B, L) fed one token at a time from position `first`,
     after `adapter.start` on `inputs` (the prompt / source): (B, L - first, V).
+    `rows` goes to `adapter.weights` (a layout hint: see `torch_primitives.dense`).
 
     The start and the step are compiled as `generate` compiles them on JAX (eager
     JAX compiles every op), eager elsewhere (XLA compilation on TensorFlow costs
@@ -110,12 +111,12 @@ def cached_logits(model, adapter, inputs, target, first, start_token_id=None):
 
     def start(token_ids, padding_mask):
         with generate_module.backend_lib.no_grad():
-            weights = adapter.weights()
+            weights = adapter.weights(rows)
             return adapter.start(weights, token_ids, padding_mask, new_tokens, start_token_id)[2]
 
     def step(token_ids, cache, index):
         with generate_module.backend_lib.no_grad():
-            return adapter.step(adapter.weights(), token_ids, cache, index)
+            return adapter.step(adapter.weights(rows), token_ids, cache, index)
 
     if BACKEND == "jax":
         start = generate_module.backend_lib.compile_function(start, model)
@@ -194,16 +195,25 @@ def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dty
     }
     for name, (adapter_class, inputs, first, start_token_id) in cases.items():
         logits = []
-        for math in (torch_primitives, generate_module.primitives_lib):
+        # torch with plain weights, and with weights laid out for 3 rows (the batch):
+        # fused query/key/value, and in float32 on a CPU oneDNN's blocked kernels.
+        for math, rows in ((generate_module.primitives_lib, None), (torch_primitives, None),
+                           (torch_primitives, len(target))):
             adapter = adapter_class(models[name])
             adapter.math = math
             logits.append(
-                cached_logits(models[name], adapter, inputs, target, first, start_token_id)
+                cached_logits(models[name], adapter, inputs, target, first, start_token_id, rows)
             )
         assert adapter_class(models[name]).math is torch_primitives
+        with generate_module.backend_lib.no_grad():
+            qkv = adapter_class(models[name]).weights(len(target))["blocks"][0]["self_qkv"]
+        assert qkv.sizes == (16, 16, 16)  # query, key and value in one matmul
+        if dtype == "float32" and torch_primitives._packable(qkv.kernel):
+            assert qkv.packed is not None  # the oneDNN path above did run
         # bfloat16: a few units in the last place (0.008 near 1; logits here are < 2).
         atol = 1e-5 if dtype == "float32" else 0.03
-        np.testing.assert_allclose(logits[0], logits[1], atol=atol, rtol=0)
+        np.testing.assert_allclose(logits[1], logits[0], atol=atol, rtol=0)
+        np.testing.assert_allclose(logits[2], logits[0], atol=atol, rtol=0)
 
 
 def test_top_k_one_equals_greedy(gpt2_model):
