@@ -28,6 +28,7 @@ Importing this module registers the four builders with TFDS, after which
 """
 
 import os
+import random
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -282,7 +283,14 @@ def load(name, split, manual_dir=None, data_dir=None, **as_dataset_options):
     builder = tfds.builder(name, data_dir=data_dir)
     if name in BUILDERS and not builder.is_prepared():
         check_manual_dir(name, manual_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    # TFDS names its temporary folder with Python's global `random`, from which Keras draws the
+    # seeds of unseeded initializers: restore its state, or a seeded run would train otherwise
+    # the first time (preparing) than later (reading the prepared copy) or from the files.
+    state = random.getstate()
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    finally:
+        random.setstate(state)
     return builder.as_dataset(split=split, **as_dataset_options)
 
 

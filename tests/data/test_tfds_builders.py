@@ -144,3 +144,21 @@ def test_a_manual_dir_without_a_file_names_it(tmp_path):
 def test_a_bad_name_raises():
     with pytest.raises(TypeError, match="name=3"):
         tfds_builders.load(3, "train")
+
+
+def test_preparing_leaves_pythons_random_state_alone(tmp_path):
+    """TFDS draws its temporary folder's name from Python's `random`, whose state seeds Keras'
+    unseeded initializers: a seeded example must build the same model whether it prepares the
+    copy or reads it."""
+    import random
+
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    for file in tfds_builders.LocalSst2.MANUAL_FILES:
+        (folder / file).write_text("label\tsentence\n1\ta gem\n0\tdull\n", encoding="utf-8")
+    random.seed(0)
+    state = random.getstate()
+    dataset = tfds_builders.load("local_sst2", "validation", str(folder), str(tmp_path / "tfds"))
+    assert os.path.isdir(tmp_path / "tfds" / "local_sst2" / "1.0.0")
+    assert [int(x["label"]) for x in dataset] == [1, 0]
+    assert random.getstate() == state

@@ -3,10 +3,12 @@
 import os
 
 import numpy as np
+import pytest
 
 from tests.examples.run_example import (
     assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
 )
+from tests.testing import SHARED_DATA
 
 pytestmark = smoke_marks("multi30k", reason="no local Multi30k copy")
 
@@ -34,3 +36,26 @@ def test_translate_smoke(tmp_path):
         decoder_padding_mask=np.ones((1, 2), "int32"),
     )
     assert outputs["logits"].shape == (1, 2, metrics["vocabulary_size"])
+
+
+@pytest.mark.slow
+def test_translate_smoke_reads_the_same_pairs_through_tfds(tmp_path):
+    """--tfds: the pairs come through the local_multi30k TFDS builder; the vocabulary the run
+    learned is the one learned from the files' first training pairs, both languages."""
+    pytest.importorskip("tensorflow_datasets")
+    from keras_transformers.data import translation
+
+    output = tmp_path / "run"
+    run_example("translate.py", output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
+                "--export-dir", str(tmp_path / "export"))
+    metrics = read_metrics(output)
+    config = metrics["config"]
+    german, english = translation.load_multi30k(os.path.join(SHARED_DATA, "multi30k"), "train")
+    limit = config["train_limit"]
+    expected = translation.word_piece_vocabulary(german[:limit] + english[:limit], config["vocabulary_size"])
+    with open(output / "vocab.txt", encoding="utf-8") as f:
+        assert f.read().split("\n")[:-1] == expected
+    assert metrics["vocabulary_size"] == len(expected) and metrics["test_sentences"] == 16
+    assert metrics["train_steps"] == config["epochs"] * (limit // config["batch_size"])
+    assert os.path.isdir(tmp_path / "tfds" / "local_multi30k" / "1.0.0")
+    assert_finite(metrics, "train_loss", "val_loss", "val_accuracy", "test_bleu_greedy", "test_bleu_beam")
