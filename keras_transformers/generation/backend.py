@@ -150,6 +150,26 @@ def contiguous(x):
     return x
 
 
+def variables_version(variables):
+    """A key that changes whenever one of `variables` is assigned, on PyTorch: each
+    value's identity and in-place version counter (`assign`, `set_weights` and the
+    optimizers write in place). None elsewhere, where the weights are read inside
+    a compiled function and nothing is kept between calls.
+
+    Example:
+
+    >>> import keras
+    >>> variable = keras.Variable(1.0)
+    >>> before = variables_version([variable])
+    >>> _ = variable.assign(2.0)
+    >>> before is None or before != variables_version([variable])
+    True
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    return tuple((id(variable.value), variable.value._version) for variable in variables)
+
+
 def no_grad():
     """A context that turns off gradient tracking where the backend records it eagerly.
 
