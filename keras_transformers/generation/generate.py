@@ -444,22 +444,22 @@ def _host_inputs(adapter, inputs):
 
 def _step_weights(adapter, rows):
     """`adapter.weights(rows)`, kept on the adapter (one per model) from one `generate`
-    call to the next while no variable of the model changes (PyTorch, uncompiled step):
-    there `torch_primitives.dense` copies every weight into its layouts, about 20 ms
-    for the benchmark's GPT-2, a sixth of generating 64 tokens. Elsewhere the weights
-    are read inside the compiled function."""
+    call to the next with the same `rows` while no variable of the model changes
+    (PyTorch, uncompiled step): there `torch_primitives.dense` copies every weight
+    into its layouts, about 20 ms for the benchmark's GPT-2, a sixth of generating 64
+    tokens. One set is kept (the copies cost about the weights' size in memory).
+    Elsewhere the weights are read inside the compiled function."""
     version = None if rows is None else backend_lib.variables_version(adapter.variables)
     if version is None:
         return adapter.weights(rows)
-    kept = adapter.__dict__.setdefault("kept_weights", {})  # rows -> (version, weights, values)
-    if rows in kept and kept[rows][0] == version:
-        return kept[rows][1]
-    kept.pop(rows, None)
-    if len(kept) >= 4:  # a few batch sizes at most: drop the oldest
-        kept.pop(next(iter(kept)))
+    kept = getattr(adapter, "kept_weights", None)  # (rows, version, weights, values)
+    if kept is not None and kept[:2] == (rows, version):
+        return kept[2]
+    adapter.kept_weights = None  # free the old copies before making new ones
+    weights = adapter.weights(rows)
     # The version holds value ids: keep those values alive with it, so no id is reused.
-    kept[rows] = (version, adapter.weights(rows), [v.value for v in adapter.variables])
-    return kept[rows][1]
+    adapter.kept_weights = (rows, version, weights, [v.value for v in adapter.variables])
+    return weights
 
 
 def _decode(
