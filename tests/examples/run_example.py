@@ -37,6 +37,17 @@ def run_example(script, output, *args, expect_returncode=0, timeout=600):
     return result
 
 
+def run_through_tfds(script, tmp_path, builder):
+    """The smoke run of examples/<script> with --tfds, its data set prepared by the TFDS
+    `builder` under tmp_path/tfds (checked to be there): (output folder, metrics)."""
+    pytest.importorskip("tensorflow_datasets")
+    output = tmp_path / "run"
+    run_example(script, output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
+                "--export-dir", str(tmp_path / "export"))
+    assert os.path.isdir(tmp_path / "tfds" / builder / "1.0.0")
+    return output, read_metrics(output)
+
+
 def read_metrics(output):
     with open(os.path.join(output, "metrics.json"), encoding="utf-8") as f:
         return json.load(f)

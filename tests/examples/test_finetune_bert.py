@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.examples.run_example import (
-    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, run_through_tfds,
+    smoke_marks,
 )
 from tests.testing import SHARED_DATA
 
@@ -67,18 +68,13 @@ def test_finetune_bert_smoke_resumes_after_a_kill(tmp_path):
 def test_finetune_bert_smoke_reads_the_same_sentences_through_tfds(tmp_path):
     """--tfds: the sentences come through the local_sst2 TFDS builder; the vocabulary and the
     length buckets are those of the files' first training sentences."""
-    pytest.importorskip("tensorflow_datasets")
     from keras_transformers.data import bert as bert_data
 
-    output = tmp_path / "run"
-    run_example("finetune_bert.py", output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
-                "--export-dir", str(tmp_path / "export"))
-    metrics = read_metrics(output)
+    output, metrics = run_through_tfds("finetune_bert.py", tmp_path, "local_sst2")
     sentences, _ = bert_data.read_sst2(os.path.join(SHARED_DATA, "sst2", "train.tsv"))
     expected = bert_data.word_piece_vocabulary(sentences[:512], 500)
     with open(output / "vocab.txt", encoding="utf-8") as f:
         assert f.read().split("\n")[:-1] == expected
     assert (metrics["train_sentences"], metrics["dev_sentences"]) == (512, 128)
     assert metrics["steps_per_epoch"] == metrics["train_steps"] == _smoke_steps_per_epoch(output)
-    assert os.path.isdir(tmp_path / "tfds" / "local_sst2" / "1.0.0")
     assert_finite(metrics, "dev_accuracy", "dev_loss")

@@ -8,7 +8,8 @@ import pytest
 import keras_transformers.models  # noqa: F401  (registers the classes backbone.keras holds)
 
 from tests.examples.run_example import (
-    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, run_through_tfds,
+    smoke_marks,
 )
 from tests.testing import SHARED_DATA
 
@@ -38,13 +39,9 @@ def test_pretrain_bert_smoke(tmp_path):
 def test_pretrain_bert_smoke_reads_the_same_articles_through_tfds(tmp_path):
     """--tfds: the articles come through the local_ag_news_subset TFDS builder (dev.tsv is its
     train split); the vocabulary and the pair counts are those of the files' articles."""
-    pytest.importorskip("tensorflow_datasets")
     from keras_transformers.data import bert as bert_data
 
-    output = tmp_path / "run"
-    run_example("pretrain_bert.py", output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
-                "--export-dir", str(tmp_path / "export"))
-    metrics = read_metrics(output)
+    output, metrics = run_through_tfds("pretrain_bert.py", tmp_path, "local_ag_news_subset")
     config = metrics["config"]
     folder = os.path.join(SHARED_DATA, "agnews")
     # The smoke run trains on the first 400 articles of dev.tsv and holds out test.tsv's first 64.
@@ -55,5 +52,4 @@ def test_pretrain_bert_smoke_reads_the_same_articles_through_tfds(tmp_path):
         assert f.read().split("\n")[:-1] == expected
     assert metrics["train_pairs"] == len(bert_data.nsp_pairs(train, seed=config["seed"], duplicates=1))
     assert metrics["held_out_pairs"] == len(bert_data.nsp_pairs(held_out, seed=config["seed"] + 1))
-    assert os.path.isdir(tmp_path / "tfds" / "local_ag_news_subset" / "1.0.0")
     assert_finite(metrics, "held_out_mlm_accuracy", "held_out_nsp_accuracy", "held_out_loss")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.examples.run_example import (
-    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, run_through_tfds,
+    smoke_marks,
 )
 from tests.testing import SHARED_DATA
 
@@ -35,14 +36,9 @@ def test_train_vit_smoke(tmp_path):
 @pytest.mark.slow
 def test_train_vit_smoke_reads_the_same_digits_through_tfds(tmp_path):
     """--tfds: the digits come through the local_mnist TFDS builder, split as from the files."""
-    pytest.importorskip("tensorflow_datasets")
     from keras_transformers.data import mnist
 
-    output = tmp_path / "run"
-    run_example("train_vit.py", output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
-                "--export-dir", str(tmp_path / "export"))
-    metrics = read_metrics(output)
+    output, metrics = run_through_tfds("train_vit.py", tmp_path, "local_mnist")
     _, _, info = mnist.mnist_datasets(SHARED_DATA, max_examples=1000)
     assert metrics["data"] == {k: v for k, v in info.items() if k != "validation_indices"}
-    assert os.path.isdir(tmp_path / "tfds" / "local_mnist" / "1.0.0")
     assert_finite(metrics, "validation_loss", "validation_accuracy")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.examples.run_example import (
-    assert_finite, assert_pictures, load_export, read_metrics, run_example, smoke_marks,
+    assert_finite, assert_pictures, load_export, read_metrics, run_example, run_through_tfds,
+    smoke_marks,
 )
 from tests.testing import SHARED_DATA
 
@@ -42,13 +43,9 @@ def test_translate_smoke(tmp_path):
 def test_translate_smoke_reads_the_same_pairs_through_tfds(tmp_path):
     """--tfds: the pairs come through the local_multi30k TFDS builder; the vocabulary the run
     learned is the one learned from the files' first training pairs, both languages."""
-    pytest.importorskip("tensorflow_datasets")
     from keras_transformers.data import translation
 
-    output = tmp_path / "run"
-    run_example("translate.py", output, "--tfds", "--tfds-dir", str(tmp_path / "tfds"),
-                "--export-dir", str(tmp_path / "export"))
-    metrics = read_metrics(output)
+    output, metrics = run_through_tfds("translate.py", tmp_path, "local_multi30k")
     config = metrics["config"]
     german, english = translation.load_multi30k(os.path.join(SHARED_DATA, "multi30k"), "train")
     limit = config["train_limit"]
@@ -57,5 +54,4 @@ def test_translate_smoke_reads_the_same_pairs_through_tfds(tmp_path):
         assert f.read().split("\n")[:-1] == expected
     assert metrics["vocabulary_size"] == len(expected) and metrics["test_sentences"] == 16
     assert metrics["train_steps"] == config["epochs"] * (limit // config["batch_size"])
-    assert os.path.isdir(tmp_path / "tfds" / "local_multi30k" / "1.0.0")
     assert_finite(metrics, "train_loss", "val_loss", "val_accuracy", "test_bleu_greedy", "test_bleu_beam")
