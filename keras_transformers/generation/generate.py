@@ -547,10 +547,13 @@ def generate(
     (a Python loop of plain PyTorch ops on the layers' weights; the sampling
     samplers stay keras.ops). On PyTorch, `jit_compile=True` also compiles the
     decoding step with `torch.compile`, after a compilation of tens of seconds (see
-    benchmarks/GENERATION_RESULTS.md for what it gains on CPU and GPU).
+    benchmarks/GENERATION_RESULTS.md for what it gains on CPU and GPU: on a CPU the
+    eager step, which reads its weights in layouts made for it, is the faster).
     `jit_compile=False` runs eagerly everywhere. The first call for a model, batch
     size, prompt length, `max_new_tokens` and settings compiles; later calls with
-    the same ones reuse it. The model's current weights are read on every call.
+    the same ones reuse it. Every call uses the model's current weights (the eager
+    PyTorch step keeps its weight layouts from one call to the next and remakes
+    them when a weight has changed).
 
     Args:
         model: a model built by `models.gpt2.gpt2` or `models.transformer.transformer`.
@@ -601,7 +604,9 @@ def generate(
     >>> outputs["token_ids"][1, :2].tolist()  # each row keeps its prompt
     [8, 9]
     """
-    adapter = _adapter(model)
+    compiled = getattr(model, _COMPILED_ATTRIBUTE, None)
+    # One adapter per model, made on the first call (it reads the model's layers).
+    adapter = _adapter(model) if compiled is None else compiled["adapter"]
     valid = _is_int(max_new_tokens) and max_new_tokens >= 1
     _require(valid, "max_new_tokens", max_new_tokens, "an int >= 1")
     stop_token_ids = _check_arguments(
@@ -643,13 +648,11 @@ def generate(
         stop_token_ids=stop_token_ids, start_token_id=start_token_id,
     )
     key = (token_ids.shape, max_new_tokens, jit_compile, tuple(sorted(settings.items())))
-    compiled = getattr(model, _COMPILED_ATTRIBUTE, None)
     if compiled is None:
-        # One adapter per model: a compiled step (torch.compile) is reused across calls.
+        # The adapter and a compiled step (torch.compile) are reused across calls.
         compiled = {"adapter": adapter, "step": backend_lib.compile_step(adapter.step)}
         object.__setattr__(model, _COMPILED_ATTRIBUTE, compiled)
     if key not in compiled:
-        adapter = compiled["adapter"]
         step = compiled["step"] if jit_compile is True else None
 
         def run(token_ids, padding_mask, seed):
