@@ -167,7 +167,8 @@ def variables_version(variables):
     """
     if keras.backend.backend() != "torch":
         return None
-    return tuple((id(variable.value), variable.value._version) for variable in variables)
+    values = [variable.value for variable in variables]  # a property: read each once
+    return tuple((id(value), value._version) for value in values)
 
 
 def no_grad():

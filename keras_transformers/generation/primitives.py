@@ -5,8 +5,8 @@ functions; `torch_primitives.py` has the same functions in plain PyTorch, which
 `generate.py` uses on the torch backend (there Keras' per-op dispatch costs more than
 the arithmetic of a small model). Both take the weights of `generate._weights` (a
 Dense kernel as an (in, out) matrix and a bias or None) through their `dense`, and
-a LayerNormalization's as (gamma, beta). Shapes: B batch, T new positions, L cache length, S source length,
-N heads, H head size, D model width, V vocabulary.
+a LayerNormalization's as (gamma, beta). Shapes: B batch, T new positions, L cache
+length, S source length, N heads, H head size, D model width, V vocabulary.
 """
 
 import numpy as np

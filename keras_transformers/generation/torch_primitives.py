@@ -7,12 +7,11 @@ PyTorch op costs a few microseconds. Same functions, arguments and results (up t
 float rounding) as `primitives.py` (softmax in float32, layer normalization in at
 least float32, as Keras computes them); `dense` lays the weights out for PyTorch
 (one matmul for a block's query, key and value; on a CPU, oneDNN's blocked layout,
-or one block of columns per thread for a single row).
-The cache is written in place (`index_copy_`), as `backend.write_positions` does on
-PyTorch. Runs eagerly or under
-`torch.compile`. `token_loop` is `samplers.token_loop` as a Python loop (a keras.ops
-loop costs about 20 ops of dispatch per token). Imported only on the torch backend
-(`generate._primitives`).
+or one block of columns per thread for a single row). The cache is written in
+place (`index_copy_`), as `backend.write_positions` does on PyTorch. Runs eagerly or
+under `torch.compile`. `token_loop` is `samplers.token_loop` as a Python loop (a
+keras.ops loop costs about 20 ops of dispatch per token). Imported only on the torch
+backend (`generate._primitives`).
 """
 
 import math
