@@ -14,6 +14,7 @@ imported inside the functions (with importlib), and only on their own backend.
 
 import contextlib
 import importlib
+import warnings
 
 import keras
 
@@ -169,6 +170,105 @@ def variables_version(variables):
         return None
     values = [variable.value for variable in variables]  # a property: read each once
     return tuple((id(value), value._version) for value in values)
+
+
+# A decoding step's inputs must have run this many eager steps before it is traced
+# (`hot_step`): on a 2-core CPU, tracing and the traced graph's first run cost about
+# 40 ms, what about 100 steps of the benchmark's GPT-2 save. A single short call never
+# pays for it; a long call, or the calls of a server, do.
+TRACE_AFTER_STEPS = 64
+# Shapes `hot_step` keeps per set of weights (a server's prompt lengths vary): the
+# oldest goes first.
+MAX_TRACED_SHAPES = 32
+
+
+def hot_step(step, weights, traces):
+    """On PyTorch, `step(weights, token_ids, cache, index) -> (logits, cache)` as a
+    `next_fn(token_ids, cache, index)`, traced once it is hot.
+
+    An eager step costs a few microseconds of Python per PyTorch op, and a small
+    model's step is a few hundred small ops: on the benchmark's GPT-2 (batch 1, a 2-core
+    CPU) about a third of its time. Once the inputs' shapes have run
+    `TRACE_AFTER_STEPS` eager steps, counted in `traces`, the step becomes a
+    `torch.jit.trace` of itself with `weights` as constants, run without graph
+    optimization (whose first runs cost tens of milliseconds for no gain here): the
+    same ops without Python, 1.0 instead of 1.5 ms a token. `torch.jit.trace` is
+    deprecated in favour of `torch.compile`, but `torch.compile`'s step ran slower
+    than the eager one on a CPU (see `compile_step`), and its compilation takes tens of
+    seconds, not tens of milliseconds. The trace is valid for these weights and these
+    shapes only: `traces` must be kept with `weights` (`generate._step_weights`), and
+    the shapes are those of the loop's first call (a decoding loop's buffers keep their
+    shapes; `MAX_TRACED_SHAPES` are kept). The step must write the cache in place
+    (`write_positions`) and return it. A step that cannot be traced (oneDNN's packed
+    weights, or a PyTorch without `torch.jit.trace`) stays eager.
+
+    Args:
+        step: the step function.
+        weights: its first argument, fixed.
+        traces: a dict kept with `weights`: shapes -> eager steps run so far, the
+            traced step, or False (not traceable).
+
+    Returns:
+        `next_fn(token_ids, cache, index) -> (logits, cache)`.
+
+    Example:
+
+    >>> from keras import ops
+    >>> def step(weights, token_ids, cache, index):
+    ...     return ops.cast(token_ids, "float32") * weights, cache
+    >>> next_fn = hot_step(step, ops.ones((1,)), {})
+    >>> index = ops.convert_to_tensor(0, "int32")
+    >>> [int(ops.convert_to_numpy(next_fn(ops.ones((1, 1)), (), index)[0])[0, 0]) for _ in range(3)]
+    [1, 1, 1]
+    """
+    if keras.backend.backend() != "torch":
+        return lambda token_ids, cache, index: step(weights, token_ids, cache, index)
+    torch = importlib.import_module("torch")
+    key = None
+
+    def next_fn(token_ids, cache, index):
+        nonlocal key
+        if key is None:  # the loop's shapes: fixed from its first call
+            key = tuple(
+                (tuple(x.shape), x.dtype, x.device)
+                for x in (token_ids, index, *keras.tree.flatten(cache))
+            )
+            if key not in traces and len(traces) >= MAX_TRACED_SHAPES:
+                del traces[next(iter(traces))]
+        traced = traces.get(key, 0)
+        if traced is not False and not callable(traced):
+            if traced < TRACE_AFTER_STEPS:
+                traces[key] = traced + 1
+                return step(weights, token_ids, cache, index)
+            traced = traces[key] = _trace(torch, step, weights, (token_ids, cache, index))
+        if traced is False:
+            return step(weights, token_ids, cache, index)
+        with torch.jit.optimized_execution(False):
+            return traced(token_ids, cache, index), cache
+
+    return next_fn
+
+
+def _trace(torch, step, weights, example):
+    """A `torch.jit.trace` of `step` with `weights` as constants, returning the logits
+    only (the cache is written in place), or False if it cannot be traced."""
+    if not hasattr(torch.jit, "trace"):
+        return False
+    weights = keras.tree.map_structure(
+        lambda x: x.detach() if isinstance(x, torch.Tensor) else x, weights
+    )
+
+    def logits(token_ids, cache, index):
+        return step(weights, token_ids, cache, index)[0]
+
+    # Tracing runs the step once: it writes the cache where this step writes it, with
+    # the same values, so a partial trace leaves nothing wrong behind.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        try:
+            return torch.jit.trace(logits, example, check_trace=False)
+        except RuntimeError:  # oneDNN's packed tensors are not traceable constants
+            return False
 
 
 def no_grad():

@@ -443,23 +443,25 @@ def _host_inputs(adapter, inputs):
 
 
 def _step_weights(adapter, rows):
-    """`adapter.weights(rows)`, kept on the adapter (one per model) from one `generate`
-    call to the next with the same `rows` while no variable of the model changes
-    (PyTorch, uncompiled step): there `torch_primitives.dense` copies every weight
-    into its layouts, about 20 ms for the benchmark's GPT-2, a sixth of generating 64
-    tokens. One set is kept (the copies cost about the weights' size in memory).
-    Elsewhere the weights are read inside the compiled function."""
+    """`adapter.weights(rows)` and a dict for their traced steps (`backend.hot_step`),
+    kept on the adapter (one per model) from one `generate` call to the next with the
+    same `rows` while no variable of the model changes (PyTorch, uncompiled step):
+    there `torch_primitives.dense` copies every weight into its layouts, about 20 ms
+    for the benchmark's GPT-2, a sixth of generating 64 tokens, and a traced step
+    holds the weights as constants. One set is kept (the copies cost about the
+    weights' size in memory). Elsewhere the weights are read inside the compiled
+    function and the dict is None."""
     version = None if rows is None else backend_lib.variables_version(adapter.variables)
     if version is None:
-        return adapter.weights(rows)
-    kept = getattr(adapter, "kept_weights", None)  # (rows, version, weights, values)
+        return adapter.weights(rows), None
+    kept = getattr(adapter, "kept_weights", None)  # (rows, version, weights, traces, values)
     if kept is not None and kept[:2] == (rows, version):
-        return kept[2]
+        return kept[2], kept[3]
     adapter.kept_weights = None  # free the old copies before making new ones
-    weights = adapter.weights(rows)
+    weights, traces = adapter.weights(rows), {}
     # The version holds value ids: keep those values alive with it, so no id is reused.
-    adapter.kept_weights = (rows, version, weights, [v.value for v in adapter.variables])
-    return weights
+    adapter.kept_weights = (rows, version, weights, traces, [v.value for v in adapter.variables])
+    return weights, traces
 
 
 def _decode(
@@ -476,13 +478,16 @@ def _decode(
     if step is None and isinstance(batch_size, int):
         rows = batch_size * (num_beams if sampler == "beam" else 1)
     step = step or adapter.step
-    weights = _step_weights(adapter, rows)
+    weights, traces = _step_weights(adapter, rows)
     token_ids, padding_mask, cache, start_index = adapter.start(
         weights, token_ids, padding_mask, max_new_tokens, start_token_id
     )
 
     def next_fn(token_ids, cache, index):
         return step(weights, token_ids, cache, index)
+
+    if traces is not None:  # an eager PyTorch step, traced once hot
+        next_fn = backend_lib.hot_step(step, weights, traces)
 
     if sampler == "beam":
         from keras_transformers.generation.beam_search import beam_search
@@ -553,7 +558,9 @@ def generate(
     size, prompt length, `max_new_tokens` and settings compiles; later calls with
     the same ones reuse it. Every call uses the model's current weights (the eager
     PyTorch step keeps its weight layouts from one call to the next and remakes
-    them when a weight has changed).
+    them when a weight has changed). The eager PyTorch step is traced
+    (`torch.jit.trace`, about 40 ms) once its shapes have run 64 steps, in one call
+    or several: it then runs without Python's per-op cost (see `backend.hot_step`).
 
     Args:
         model: a model built by `models.gpt2.gpt2` or `models.transformer.transformer`.

@@ -69,6 +69,42 @@ def test_torch_generation_records_no_gradients(gpt2_model):
     assert not token_ids.requires_grad
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="only the eager PyTorch step is traced")
+def test_hot_step_is_eager_until_hot_then_traced_per_shape(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(backend_lib, "TRACE_AFTER_STEPS", 3)
+    python_runs = []
+
+    def step(weights, token_ids, cache, index):
+        python_runs.append(index)  # only an eager run (or the tracing run) gets here
+        cache.index_copy_(1, index.reshape(1).long(), token_ids.float())  # in place
+        return cache.sum(dim=1) * weights, cache
+
+    def loop(batch, steps, traces):
+        next_fn = backend_lib.hot_step(step, torch.tensor(2.0), traces)
+        cache = torch.zeros((batch, steps))
+        for i in range(steps):
+            token_ids = torch.full((batch, 1), i + 1)
+            logits, cache = next_fn(token_ids, cache, torch.tensor(i, dtype=torch.int32))
+            # 2 * (1 + 2 + ... + (i + 1)): the cache holds every token so far.
+            np.testing.assert_allclose(logits.numpy(), np.full((batch,), (i + 1) * (i + 2)))
+
+    traces = {}
+    loop(2, 6, traces)
+    # Three eager steps, then one tracing run; the traced steps run no Python.
+    assert len(python_runs) == 4 and len(traces) == 1
+    assert isinstance(next(iter(traces.values())), torch.jit.ScriptFunction)
+    loop(2, 6, traces)  # the same shapes: traced from the first step
+    assert len(python_runs) == 4
+    loop(3, 6, traces)  # new shapes: counted and traced on their own
+    assert len(python_runs) == 8 and len(traces) == 2
+    monkeypatch.setattr(backend_lib, "MAX_TRACED_SHAPES", 2)
+    first = next(iter(traces))
+    loop(4, 6, traces)  # a third shape: the oldest goes
+    assert len(traces) == 2 and first not in traces
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function export is TensorFlow only")
 def test_generate_tensors_traces_in_a_plain_tf_function(gpt2_model, transformer_model):
     import tensorflow as tf

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_transformers.generation import generate
 from keras_transformers.models.gpt2 import gpt2
@@ -98,10 +99,13 @@ def uncached_transformer_greedy(model, inputs, start_token_id, new_tokens):
     return decoded
 
 
-def cached_logits(model, adapter, inputs, target, first, start_token_id=None, rows=None):
+def cached_logits(
+    model, adapter, inputs, target, first, start_token_id=None, rows=None, traces=None
+):
     """The logits of `target` (B, L) fed one token at a time from position `first`,
     after `adapter.start` on `inputs` (the prompt / source): (B, L - first, V).
-    `rows` goes to `adapter.weights` (a layout hint: see `torch_primitives.dense`).
+    `rows` goes to `adapter.weights` (a layout hint: see `torch_primitives.dense`);
+    with a `traces` dict the steps run through `backend.hot_step` (traced once hot).
 
     The start and the step are compiled as `generate` compiles them on JAX (eager
     JAX compiles every op), eager elsewhere (XLA compilation on TensorFlow costs
@@ -118,12 +122,24 @@ def cached_logits(model, adapter, inputs, target, first, start_token_id=None, ro
         with generate_module.backend_lib.no_grad():
             return adapter.step(adapter.weights(rows), token_ids, cache, index)
 
+    if traces is not None:
+        with generate_module.backend_lib.no_grad():
+            hot_step = generate_module.backend_lib.hot_step(
+                adapter.step, adapter.weights(rows), traces
+            )
+
+        def step(token_ids, cache, index):  # noqa: F811 (the traced variant)
+            with generate_module.backend_lib.no_grad():
+                return hot_step(token_ids, cache, index)
+
     if BACKEND == "jax":
         start = generate_module.backend_lib.compile_function(start, model)
         step = generate_module.backend_lib.compile_function(step, model)
     cache, logits = start(*inputs), []
     for index in range(first, length):
-        step_logits, cache = step(target[:, index : index + 1], cache, np.int32(index))
+        # Tensors, as the token loops pass them.
+        token_ids = ops.convert_to_tensor(target[:, index : index + 1], "int32")
+        step_logits, cache = step(token_ids, cache, ops.convert_to_tensor(index, "int32"))
         logits.append(to_numpy(step_logits))
     return np.stack(logits, axis=1)
 
@@ -162,11 +178,13 @@ def test_transformer_cached_step_logits_equal_the_full_pass(transformer_model):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch step runs on torch only")
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dtype):
+def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dtype, monkeypatch):
     """torch_primitives (what torch runs) against primitives (keras.ops) on the same
     weights: GPT-2 (pre-norm, tanh GELU) and the Transformer (post-norm, ReLU, cross
-    attention); under mixed_bfloat16, both upcast attention and layer norm to float32."""
+    attention); under mixed_bfloat16, both upcast attention and layer norm to float32.
+    Also the step traced by `backend.hot_step` (here after one eager step)."""
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(generate_module.backend_lib, "TRACE_AFTER_STEPS", 1)
     torch_primitives = importlib.import_module("keras_transformers.generation.torch_primitives")
     models = {"gpt2": gpt2_model, "transformer": transformer_model}
     if dtype != "float32":
@@ -199,13 +217,23 @@ def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dty
         # torch with plain weights, and with weights laid out for 3 rows (the batch:
         # fused query/key/value and, in float32 on a CPU, oneDNN's blocked kernels) or
         # for 1 row (kernels split by columns across the threads; any rows still work).
-        for math, rows in ((generate_module.primitives_lib, None), (torch_primitives, None),
-                           (torch_primitives, len(target)), (torch_primitives, 1)):
+        # Each torch variant also traced (`traces`); oneDNN's packed weights stay eager.
+        variants = [(generate_module.primitives_lib, None, None)] + [
+            (torch_primitives, rows, traces)
+            for rows in (None, len(target), 1)
+            for traces in (None, {})
+        ]
+        for math, rows, traces in variants:
             adapter = adapter_class(models[name])
             adapter.math = math
-            logits.append(
-                cached_logits(models[name], adapter, inputs, target, first, start_token_id, rows)
-            )
+            logits.append(cached_logits(
+                models[name], adapter, inputs, target, first, start_token_id, rows, traces
+            ))
+            if traces is not None:
+                (traced,) = traces.values()  # one shape: one entry
+                # (The float32 output kernel is packed under mixed_bfloat16 too.)
+                packed = rows == len(target) and torch_primitives._onednn()
+                assert traced is False if packed else isinstance(traced, torch.jit.ScriptFunction)
         assert adapter_class(models[name]).math is torch_primitives
         with generate_module.backend_lib.no_grad():
             qkv = adapter_class(models[name]).weights(len(target))["blocks"][0]["self_qkv"]
@@ -223,10 +251,13 @@ def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dty
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="only PyTorch keeps the step's weights")
-def test_kept_weights_follow_assignments_and_training():
-    """On torch `generate` keeps the weights' layouts between calls: a call after
-    `set_weights`, or after `fit` (the optimizer writes in place), must generate what a
-    fresh model with those weights generates."""
+@pytest.mark.parametrize("traced", [False, True])
+def test_kept_weights_follow_assignments_and_training(traced, monkeypatch):
+    """On torch `generate` keeps the weights' layouts between calls, and a traced step
+    holds them as constants: a call after `set_weights`, or after `fit` (the optimizer
+    writes in place), must generate what a fresh model with those weights generates."""
+    monkeypatch.setattr(generate_module.backend_lib, "TRACE_AFTER_STEPS", 1 if traced else 10**9)
+
     def tiny(seed):
         model = gpt2(
             vocabulary_size=VOCABULARY, num_layers=1, num_heads=2, hidden_dim=16,
@@ -237,11 +268,14 @@ def test_kept_weights_follow_assignments_and_training():
     model, other = tiny(5), tiny(6)
     adapter = generate_module._adapter(model)
     with generate_module.backend_lib.no_grad():
-        first = generate_module._step_weights(adapter, 1)
-        assert generate_module._step_weights(adapter, 1) is first  # kept, not rebuilt
+        first = generate_module._step_weights(adapter, 1)[0]
+        assert generate_module._step_weights(adapter, 1)[0] is first  # kept, not rebuilt
     for rows in (1, 3):  # the two layouts: split by columns and oneDNN's
         prompts = PROMPTS[:rows]
         generate(model, prompt_inputs(prompts), NEW_TOKENS)  # keeps this model's weights
+        if traced and rows == 1:  # the step that made these tokens was traced
+            kept = getattr(model, generate_module._COMPILED_ATTRIBUTE)["adapter"].kept_weights
+            assert any(callable(step) for step in kept[3].values())
         model.set_weights(other.get_weights())
         np.testing.assert_array_equal(
             generate(model, prompt_inputs(prompts), NEW_TOKENS)["token_ids"],
