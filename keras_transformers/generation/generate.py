@@ -73,7 +73,7 @@ def _block_weights(block, math, rows=None):
         return math.dense(*(_weights(layer, dtype, inputs) for layer in layers), rows=rows)
 
     weights = {
-        # One input, three projections: `math.dense` may fuse them (torch does).
+        # One input, three projections: `math.dense` may fuse them (torch and JAX do).
         "self_qkv": dense(attention.query_dense, attention.key_dense, attention.value_dense),
         "self_output": dense(attention.output_dense, inputs=2),  # (N * H, D)
         "self_norm": _norm_weights(block.self_attention_layer_norm),
