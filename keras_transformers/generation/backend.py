@@ -8,8 +8,9 @@ stateless function that takes the model's variables as arguments (weights are
 state passed in, not constants baked into the trace); on TensorFlow, a
 `tf.function(jit_compile=True)` (XLA); on PyTorch, the same function run eagerly
 under `torch.inference_mode()` (no autograd bookkeeping), with the decoding step
-optionally compiled by `torch.compile` (`compile_step`). The backend modules are
-imported inside the functions (with importlib), and only on their own backend.
+traced once hot (`hot_step`), or compiled by `torch.compile` on request
+(`compile_step`). The backend modules are imported inside the functions (with
+importlib), and only on their own backend.
 """
 
 import contextlib
@@ -59,7 +60,9 @@ def compile_step(step):
 
     `step(weights, token_ids, cache, index)` takes the weights as an argument, so
     one compilation serves every call (new weight tensors are new inputs, not
-    guards). Compilation is lazy: it happens on the first call.
+    guards). Compilation is lazy: it happens on the first call. On a 2-core CPU the
+    compiled step ran slower than the eager one (benchmarks/GENERATION_RESULTS.md:
+    336 vs 517 tokens a second at batch 1); on an H100 it ran faster (1193 vs 1096).
 
     Example:
 
@@ -192,10 +195,13 @@ def hot_step(step, weights, traces):
     `TRACE_AFTER_STEPS` eager steps, counted in `traces`, the step becomes a
     `torch.jit.trace` of itself with `weights` as constants, run without graph
     optimization (whose first runs cost tens of milliseconds for no gain here): the
-    same ops without Python, 1.0 instead of 1.5 ms a token. `torch.jit.trace` is
-    deprecated in favour of `torch.compile`, but `torch.compile`'s step ran slower
-    than the eager one on a CPU (see `compile_step`), and its compilation takes tens of
-    seconds, not tens of milliseconds. The trace is valid for these weights and these
+    same ops without Python. In-process A/Bs of `generate` on the benchmark's GPT-2:
+    16-24% more tokens a second at batch 1 on a 2-core CPU (34% with the shapes
+    folded, see `_trace`), 13% at batch 1 and 18% at batch 8 on an H100 (before
+    the folding). `torch.jit.trace` is deprecated in favour of `torch.compile`, but
+    `torch.compile`'s step ran slower than the eager one on a CPU (see
+    `compile_step`), and its compilation takes tens of seconds, not tens of
+    milliseconds. The trace is valid for these weights and these
     shapes only: `traces` must be kept with `weights` (`generate._step_weights`), and
     the shapes are those of the loop's first call (a decoding loop's buffers keep their
     shapes; `MAX_TRACED_SHAPES` are kept). The step must write the cache in place
