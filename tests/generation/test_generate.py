@@ -293,6 +293,42 @@ def test_kept_weights_follow_assignments_and_training(traced, monkeypatch):
         model.set_weights(tiny(5).get_weights())
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="only the eager PyTorch step is traced")
+@pytest.mark.parametrize(
+    "settings",
+    [dict(sampler="top_p", top_p=0.9, seed=1), dict(sampler="top_k", top_k=5, seed=2)],
+    ids=["top_p", "top_k"],
+)
+def test_traced_torch_generate_equals_eager(gpt2_model, transformer_model, settings, monkeypatch):
+    """`generate` with the step traced after its first step (`backend.hot_step`) gives
+    the eager step's tokens, for one row (traced) and three (oneDNN's packed weights on
+    a CPU: stays eager), on both models. Sampled, not greedy: these small models'
+    greedy continuations repeat one token, which a wrong step could still produce
+    (the logits themselves: test_torch_step_equals_the_keras_ops_step)."""
+    cases = [(gpt2_model, prompt_inputs()), (transformer_model, source_inputs())]
+
+    def traces(model):
+        compiled = getattr(model, generate_module._COMPILED_ATTRIBUTE, {})
+        kept = getattr(compiled.get("adapter"), "kept_weights", None)
+        return {} if kept is None else kept[3]
+
+    def run(model, inputs, trace_after):
+        monkeypatch.setattr(generate_module.backend_lib, "TRACE_AFTER_STEPS", trace_after)
+        traces(model).clear()  # no step traced, or counted, by an earlier call
+        extra = {"start_token_id": 1} if "encoder_token_ids" in inputs else {}
+        return generate(model, inputs, NEW_TOKENS, **settings, **extra)["token_ids"]
+
+    for model, inputs in cases:
+        for rows in (1, 3):
+            some = {name: value[:rows] for name, value in inputs.items()}
+            eager = run(model, some, 10**9)
+            assert not any(callable(step) for step in traces(model).values())
+            traced = run(model, some, 1)
+            np.testing.assert_array_equal(traced, eager)
+            if rows == 1:
+                assert any(callable(step) for step in traces(model).values())
+
+
 def test_top_k_one_equals_greedy(gpt2_model):
     # (top_p tiny == greedy is checked on the sampler, in test_samplers.py.)
     greedy = generate(gpt2_model, prompt_inputs(), NEW_TOKENS)
