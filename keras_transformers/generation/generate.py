@@ -466,12 +466,13 @@ def _step_weights(adapter, rows):
 
 def _decode(
     adapter, token_ids, padding_mask, max_new_tokens, seed, sampler, temperature, top_k, top_p,
-    num_beams, length_penalty, stop_token_ids, start_token_id, step=None,
+    num_beams, length_penalty, stop_token_ids, start_token_id, step=None, trace=True,
 ):
     """The un-jitted core: prefill then the token loop, in `adapter.math` (keras.ops, or
     PyTorch on torch; see `_primitives`).
 
-    `step` is None (`adapter.step`) or a compiled version of it (torch.compile)."""
+    `step` is None (`adapter.step`) or a compiled version of it (torch.compile);
+    `trace`: whether an eager PyTorch step may be traced once hot (`backend.hot_step`)."""
     # The rows of a step, a hint for `math.dense`; None for a compiled step, which
     # reads plain weights (see `torch_primitives.dense`), or an unknown batch size.
     rows, batch_size = None, ops.shape(token_ids)[0]
@@ -486,7 +487,7 @@ def _decode(
     def next_fn(token_ids, cache, index):
         return step(weights, token_ids, cache, index)
 
-    if traces is not None:  # an eager PyTorch step, traced once hot
+    if trace and traces is not None:  # an eager PyTorch step, traced once hot
         next_fn = backend_lib.hot_step(step, weights, traces)
 
     if sampler == "beam":
@@ -554,13 +555,14 @@ def generate(
     decoding step with `torch.compile`, after a compilation of tens of seconds (see
     benchmarks/GENERATION_RESULTS.md for what it gains on CPU and GPU: on a CPU the
     eager step, which reads its weights in layouts made for it, is the faster).
-    `jit_compile=False` runs eagerly everywhere. The first call for a model, batch
-    size, prompt length, `max_new_tokens` and settings compiles; later calls with
-    the same ones reuse it. Every call uses the model's current weights (the eager
-    PyTorch step keeps its weight layouts from one call to the next and remakes
-    them when a weight has changed). The eager PyTorch step is traced
-    (`torch.jit.trace`, about 40 ms) once its shapes have run 64 steps, in one call
-    or several: it then runs without Python's per-op cost (see `backend.hot_step`).
+    With "auto", the PyTorch step is traced (`torch.jit.trace`, about 40 ms) once
+    its shapes have run 64 steps, in one call or several: it then runs without
+    Python's per-op cost (see `backend.hot_step`). `jit_compile=False` runs
+    eagerly everywhere, untraced. The first call for a model, batch size, prompt
+    length, `max_new_tokens` and settings compiles; later calls with the same ones
+    reuse it. Every call uses the model's current weights (the eager PyTorch step
+    keeps its weight layouts from one call to the next and remakes them when a
+    weight has changed).
 
     Args:
         model: a model built by `models.gpt2.gpt2` or `models.transformer.transformer`.
@@ -664,7 +666,8 @@ def generate(
 
         def run(token_ids, padding_mask, seed):
             return _decode(
-                adapter, token_ids, padding_mask, max_new_tokens, seed, **settings, step=step
+                adapter, token_ids, padding_mask, max_new_tokens, seed, **settings, step=step,
+                trace=jit_compile is not False,
             )
 
         compiled[key] = backend_lib.compile_function(run, model, jit_compile)

@@ -302,7 +302,7 @@ def test_kept_weights_follow_assignments_and_training(traced, monkeypatch):
 def test_traced_torch_generate_equals_eager(gpt2_model, transformer_model, settings, monkeypatch):
     """`generate` with the step traced after its first step (`backend.hot_step`) gives
     the eager step's tokens, for one row (traced) and three (oneDNN's packed weights on
-    a CPU: stays eager), on both models. Sampled, not greedy: these small models'
+    a CPU: stays eager), on both models; never with jit_compile=False. Sampled, not greedy: these small models'
     greedy continuations repeat one token, which a wrong step could still produce
     (the logits themselves: test_torch_step_equals_the_keras_ops_step)."""
     cases = [(gpt2_model, prompt_inputs()), (transformer_model, source_inputs())]
@@ -327,6 +327,10 @@ def test_traced_torch_generate_equals_eager(gpt2_model, transformer_model, setti
             np.testing.assert_array_equal(traced, eager)
             if rows == 1:
                 assert any(callable(step) for step in traces(model).values())
+    # jit_compile=False: eager, never traced.
+    traces(gpt2_model).clear()
+    generate(gpt2_model, prompt_inputs(PROMPTS[:1]), NEW_TOKENS, jit_compile=False, **settings)
+    assert not any(callable(step) for step in traces(gpt2_model).values())
 
 
 def test_top_k_one_equals_greedy(gpt2_model):
