@@ -201,10 +201,10 @@ def hot_step(step, weights, traces):
     the folding). `torch.jit.trace` is deprecated in favour of `torch.compile`, but
     `torch.compile`'s step ran slower than the eager one on a CPU (see
     `compile_step`), and its compilation takes tens of seconds, not tens of
-    milliseconds. The trace is valid for these weights and these
-    shapes only: `traces` must be kept with `weights` (`generate._step_weights`), and
-    the shapes are those of the loop's first call (a decoding loop's buffers keep their
-    shapes; `MAX_TRACED_SHAPES` are kept). The step must write the cache in place
+    milliseconds. The trace is valid for these weights and these shapes only:
+    `traces` must be kept with `weights` (`generate._step_weights`), and the shapes
+    are those of the loop's first call (a decoding loop's buffers keep their shapes;
+    `MAX_TRACED_SHAPES` are kept). The step must write the cache in place
     (`write_positions`) and return it. A step that cannot be traced (oneDNN's packed
     weights, or a PyTorch without `torch.jit.trace`) stays eager.
 
@@ -224,8 +224,9 @@ def hot_step(step, weights, traces):
     ...     return ops.cast(token_ids, "float32") * weights, cache
     >>> next_fn = hot_step(step, ops.ones((1,)), {})
     >>> index = ops.convert_to_tensor(0, "int32")
-    >>> [int(ops.convert_to_numpy(next_fn(ops.ones((1, 1)), (), index)[0])[0, 0]) for _ in range(3)]
-    [1, 1, 1]
+    >>> logits = [next_fn(ops.ones((1, 1)), (), index)[0] for _ in range(3)]
+    >>> [float(ops.convert_to_numpy(x)[0, 0]) for x in logits]
+    [1.0, 1.0, 1.0]
     """
     if keras.backend.backend() != "torch":
         return lambda token_ids, cache, index: step(weights, token_ids, cache, index)

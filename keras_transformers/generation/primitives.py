@@ -62,10 +62,10 @@ def dense(*weights, rows=None):
     (one: the (kernel, bias) pair as it is) and `project_heads` (several) read them.
 
     Several become one `Fused` matmul on JAX: a block's query, key and value in one
-    (D, 3D) matmul ran a batch-1 decoding step of the benchmark's GPT-2 10-16% faster
-    (batch 8: 0-7%; 2-core CPU, in-process A/B). On TensorFlow (XLA) the fused
-    matmul gained 3% at batch 1 and lost 5-7% at batch 8, so there they stay
-    separate pairs. The concatenation runs once per `generate` call, before the
+    (D, 3D) matmul ran `generate` on the benchmark's GPT-2 10-16% faster at batch 1
+    and 0-7% at batch 8 (2-core CPU, in-process A/Bs; on an H100, 8% faster at batch
+    1 and 5% slower at batch 8). On TensorFlow (XLA, CPU) the fused matmul gained 3%
+    at batch 1 and lost 5-7% at batch 8, so there they stay separate pairs. The concatenation runs once per `generate` call, before the
     token loop. `rows` is unused here (see `torch_primitives.dense`).
 
     Example:

@@ -243,7 +243,8 @@ def test_torch_step_equals_the_keras_ops_step(gpt2_model, transformer_model, dty
         if dtype == "float32" and torch.get_num_threads() > 1:
             with generate_module.backend_lib.no_grad():
                 one_row = adapter_class(models[name]).weights(1)["blocks"][0]["self_qkv"]
-            assert tuple(one_row.split[0].shape) == (torch.get_num_threads(), 16, 48 // torch.get_num_threads())
+            threads = torch.get_num_threads()
+            assert tuple(one_row.split[0].shape) == (threads, 16, 48 // threads)
         # bfloat16: a few units in the last place (0.008 near 1; logits here are < 2).
         atol = 1e-5 if dtype == "float32" else 0.03
         for torch_logits in logits[1:]:
@@ -302,9 +303,10 @@ def test_kept_weights_follow_assignments_and_training(traced, monkeypatch):
 def test_traced_torch_generate_equals_eager(gpt2_model, transformer_model, settings, monkeypatch):
     """`generate` with the step traced after its first step (`backend.hot_step`) gives
     the eager step's tokens, for one row (traced) and three (oneDNN's packed weights on
-    a CPU: stays eager), on both models; never with jit_compile=False. Sampled, not greedy: these small models'
-    greedy continuations repeat one token, which a wrong step could still produce
-    (the logits themselves: test_torch_step_equals_the_keras_ops_step)."""
+    a CPU: stays eager), on both models; never traced with jit_compile=False.
+    Sampled, not greedy: these small models' greedy continuations repeat one token,
+    which a wrong step could still produce (the logits themselves:
+    test_torch_step_equals_the_keras_ops_step)."""
     cases = [(gpt2_model, prompt_inputs()), (transformer_model, source_inputs())]
 
     def traces(model):
