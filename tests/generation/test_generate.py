@@ -118,19 +118,17 @@ def cached_logits(
             weights = adapter.weights(rows)
             return adapter.start(weights, token_ids, padding_mask, new_tokens, start_token_id)[2]
 
-    def step(token_ids, cache, index):
-        with generate_module.backend_lib.no_grad():
-            return adapter.step(adapter.weights(rows), token_ids, cache, index)
-
+    hot_step = None
     if traces is not None:
         with generate_module.backend_lib.no_grad():
-            hot_step = generate_module.backend_lib.hot_step(
-                adapter.step, adapter.weights(rows), traces
-            )
+            weights = adapter.weights(rows)
+        hot_step = generate_module.backend_lib.hot_step(adapter.step, weights, traces)
 
-        def step(token_ids, cache, index):  # noqa: F811 (the traced variant)
-            with generate_module.backend_lib.no_grad():
+    def step(token_ids, cache, index):
+        with generate_module.backend_lib.no_grad():
+            if hot_step is not None:
                 return hot_step(token_ids, cache, index)
+            return adapter.step(adapter.weights(rows), token_ids, cache, index)
 
     if BACKEND == "jax":
         start = generate_module.backend_lib.compile_function(start, model)
