@@ -4,6 +4,8 @@ Each check raises a ValueError that names the argument and the value received, b
 any work is done.
 """
 
+from keras_transformers.layers.sublayers import call_sublayer
+
 
 def check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -75,7 +77,7 @@ def residual(x, branch, layer_norm, dropout, training, normalize_first):
     x + Dropout(branch(LayerNorm(x))). `branch` returns its output, or a tuple of
     its output and extras (attention scores, caches), which come back beside `x`.
     """
-    outputs = branch(layer_norm(x) if normalize_first else x)
+    outputs = branch(call_sublayer(layer_norm, x) if normalize_first else x)
     outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-    x = x + dropout(outputs[0], training=training)
-    return (x if normalize_first else layer_norm(x)), outputs[1:]
+    x = x + call_sublayer(dropout, outputs[0], training=training)
+    return (x if normalize_first else call_sublayer(layer_norm, x)), outputs[1:]

@@ -6,6 +6,7 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.3.
 import keras
 from keras import ops
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import (
     check_choice,
     check_positive_int,
@@ -102,13 +103,13 @@ class FeedForward(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
-        x = self.intermediate_dense(inputs)  # (..., intermediate_dim)
+        x = call_sublayer(self.intermediate_dense, inputs)  # (..., intermediate_dim)
         if self.activation == "relu":
             x = ops.relu(x)
         else:
             x = ops.gelu(x, approximate=self.activation == "gelu_approximate")
-        x = self.dropout_layer(x, training=training)
-        return self.output_dense(x)  # (..., output_dim)
+        x = call_sublayer(self.dropout_layer, x, training=training)
+        return call_sublayer(self.output_dense, x)  # (..., output_dim)
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape[:-1]) + (self.output_dim or inputs_shape[-1],)

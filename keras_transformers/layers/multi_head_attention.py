@@ -8,6 +8,7 @@ import math
 import keras
 from keras import ops
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
     check_last_dim,
@@ -223,12 +224,12 @@ class MultiHeadAttention(keras.layers.Layer):
             key, key_mask = value, value_mask if key_mask is None else key_mask
         self._validate_inputs(query, value, key, attention_mask, padding_mask, cache)
 
-        query_heads = self.query_dense(query)  # (B, T, N, H)
+        query_heads = call_sublayer(self.query_dense, query)  # (B, T, N, H)
         if cache is not None and cache_update_index is None:
             key_heads, value_heads = cache[:, 0], cache[:, 1]  # (B, S, N, H)
         else:
-            key_heads = self.key_dense(key)  # (B, S, N, H)
-            value_heads = self.value_dense(value)  # (B, S, N, H)
+            key_heads = call_sublayer(self.key_dense, key)  # (B, S, N, H)
+            value_heads = call_sublayer(self.value_dense, value)  # (B, S, N, H)
         if cache is not None and cache_update_index is not None:
             start = [0, cache_update_index, 0, 0]
             key_heads = ops.slice_update(cache[:, 0], start, ops.cast(key_heads, cache.dtype))
@@ -294,7 +295,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 scale=scale,
                 is_causal=causal_only,
             )  # (B, T, N, H)
-        output = self.output_dense(context)  # (B, T, D)
+        output = call_sublayer(self.output_dense, context)  # (B, T, D)
         if row_valid is not None:
             output = ops.where(row_valid, output, ops.zeros_like(output))
             if scores is not None:
@@ -325,7 +326,7 @@ class MultiHeadAttention(keras.layers.Layer):
             logits = ops.where(mask, logits, ops.full_like(logits, -1e9))
         probabilities = ops.softmax(logits, axis=-1)
         probabilities = ops.cast(probabilities, self.compute_dtype)
-        dropped = self.dropout_layer(probabilities, training=training)
+        dropped = call_sublayer(self.dropout_layer, probabilities, training=training)
         context = ops.einsum(
             "bnts,bsnh->btnh", dropped, ops.cast(value_heads, self.compute_dtype)
         )  # (B, T, N, H)

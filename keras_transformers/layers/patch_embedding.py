@@ -7,6 +7,7 @@ section 3.2 (position embeddings interpolated for other resolutions).
 import keras
 from keras import ops
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import check_positive_int, clone_initializer
 
 
@@ -227,7 +228,7 @@ class PatchEmbedding(keras.layers.Layer):
 
     def call(self, images):
         self._check_images_shape(images.shape, self.patch_projection.kernel.shape[2])
-        patches = self.patch_projection(ops.cast(images, self.compute_dtype))  # (B, h, w, D)
+        patches = call_sublayer(self.patch_projection, ops.cast(images, self.compute_dtype))  # (B, h, w, D)
         # Static sizes where known; tensors in a graph traced for any resolution.
         grid_size = tuple(
             static if static is not None else dynamic

@@ -9,6 +9,7 @@ import math
 import keras
 from keras import ops
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import (
     check_choice,
     check_positive_int,
@@ -179,15 +180,15 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     def call(self, token_ids, segment_ids=None, start_index=0, training=None):
         self._validate_inputs(token_ids, segment_ids)
-        tokens = self.token_embedding(token_ids)  # (B, T, D)
+        tokens = call_sublayer(self.token_embedding, token_ids)  # (B, T, D)
         if self.scale_embeddings:
             tokens = tokens * ops.cast(math.sqrt(self.hidden_dim), tokens.dtype)
-        embeddings = tokens + self.position_embedding(tokens, start_index=start_index)
+        embeddings = tokens + call_sublayer(self.position_embedding, tokens, start_index=start_index)
         if self.segment_embedding is not None:
             if segment_ids is None:
                 segment_ids = ops.zeros_like(token_ids)
-            embeddings = embeddings + self.segment_embedding(segment_ids)
-        return self.dropout_layer(embeddings, training=training)
+            embeddings = embeddings + call_sublayer(self.segment_embedding, segment_ids)
+        return call_sublayer(self.dropout_layer, embeddings, training=training)
 
     def compute_mask(self, token_ids, mask=None):
         if not self.mask_zero:

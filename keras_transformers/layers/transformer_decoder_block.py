@@ -6,6 +6,7 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.1.
 import keras
 from keras import ops
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
     check_choice,
@@ -288,7 +289,8 @@ class TransformerDecoderBlock(keras.layers.Layer):
         decoder_sequence_mask = mask if decoder_sequence_mask is None else decoder_sequence_mask
 
         def self_attention_branch(x):
-            return self.self_attention(
+            return call_sublayer(
+                self.self_attention,
                 x,
                 padding_mask=decoder_padding_mask,
                 use_causal_mask=True,
@@ -300,7 +302,8 @@ class TransformerDecoderBlock(keras.layers.Layer):
             )
 
         def cross_attention_branch(x):
-            return self.cross_attention(
+            return call_sublayer(
+                self.cross_attention,
                 x,
                 encoder_sequence,
                 # Merged here so that it also holds over a cache, where the attention
@@ -313,7 +316,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
             )
 
         def feedforward_branch(x):
-            return self.feedforward(x, training=training)
+            return call_sublayer(self.feedforward, x, training=training)
 
         # Each `*_extras` is what the attention returns beside its output:
         # ([scores], [cache]).

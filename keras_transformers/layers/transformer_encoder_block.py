@@ -5,6 +5,7 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.1.
 
 import keras
 
+from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
     check_choice,
@@ -188,7 +189,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         inputs_mask = mask if inputs_mask is None else inputs_mask
 
         def attention_branch(x):
-            return self.self_attention(
+            return call_sublayer(
+                self.self_attention,
                 x,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
@@ -199,7 +201,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             )
 
         def feedforward_branch(x):
-            return self.feedforward(x, training=training)
+            return call_sublayer(self.feedforward, x, training=training)
 
         x = inputs
         # `scores` is (attention scores,) when requested, else ().
