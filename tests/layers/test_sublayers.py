@@ -208,3 +208,22 @@ def test_direct_when_the_parents_autocast_scope_is_the_sublayers():
     reference = layer(x)
     assert ops.dtype(direct) == ops.dtype(reference) == "bfloat16"
     np.testing.assert_array_equal(to_numpy(ops.cast(direct, "float32")), to_numpy(ops.cast(reference, "float32")))
+
+
+def test_stateless_call_of_a_mixed_precision_block_equals_its_call():
+    """`stateless_call` runs the block's `call` without `__call__`, so no autocast scope is
+    open: its sublayers must then go through their own `__call__` (which opens it)."""
+    block = TransformerDecoderBlock(
+        num_heads=2, intermediate_dim=16, use_cross_attention=False, dtype="mixed_bfloat16"
+    )
+    x = ops.convert_to_tensor(_normal(2, 5, 8))
+    reference = block(x)
+    outputs, _ = block.stateless_call(
+        [v.value for v in block.trainable_variables],
+        [v.value for v in block.non_trainable_variables],
+        ops.cast(x, "bfloat16"),
+    )
+    assert ops.dtype(outputs) == ops.dtype(reference) == "bfloat16"
+    np.testing.assert_array_equal(
+        to_numpy(ops.cast(outputs, "float32")), to_numpy(ops.cast(reference, "float32"))
+    )
