@@ -2,9 +2,9 @@
 
 The models and batch are throughput.py's. Per backend:
 
-- jax: XLA's cost analysis of the compiled forward + backward pass (FLOPs, bytes accessed,
-  HLO size) for both libraries, and the step time with dropout on and off (its random
-  numbers are the one cost that is not a matmul);
+- jax: XLA's cost and memory analyses of the compiled forward + backward pass (FLOPs, bytes
+  accessed, HLO size, temporary buffers) for both libraries, and the step time with dropout
+  on and off (its random numbers are the one cost that is not a matmul);
 - torch: `torch.profiler`'s operators by self CPU time over a few `train_on_batch` steps;
 - tensorflow: `train_on_batch` with `jit_compile` False (what "auto" picks on a CPU) and True.
 
@@ -43,14 +43,17 @@ def profile_jax(model_name, config, repeats):
             non_trainable = [v.value for v in model.non_trainable_variables]
             grad = _loss_and_grad(model, jax, keras)
             compiled = grad.lower(trainable, non_trainable, x, labels).compile()
+            temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
             if dropout:
                 cost = compiled.cost_analysis()
                 cost = cost[0] if isinstance(cost, list) else cost
                 print(
                     f"{library:9s} forward+backward: {cost['flops'] / 1e9:.2f} GFLOP, "
                     f"{cost['bytes accessed'] / 1e9:.3f} GB accessed, "
-                    f"{compiled.as_text().count(chr(10))} HLO lines"
+                    f"{compiled.as_text().count(chr(10))} HLO lines, {temp:.1f} MiB XLA temporaries"
                 )
+            else:
+                print(f"{library:9s} forward+backward without dropout: {temp:.1f} MiB XLA temporaries")
             steps[library, dropout] = (
                 lambda c=compiled, t=trainable, n=non_trainable, x=x: jax.block_until_ready(
                     c(t, n, x, labels)

@@ -7,7 +7,8 @@ sides:
 
 - GPT-2: next-token logits from the tied token embedding (keras-hub: `GPT2Backbone` and its
   `token_embedding(..., reverse=True)`, as `GPT2CausalLM` does); loss over all 128 positions.
-- BERT: a Dense(2) classifier on the pooled output (`BertBackbone`'s `pooled_output`).
+- BERT: a Dense(2) classifier on the pooled output (`BertBackbone`'s `pooled_output`);
+  ours with the tanh GELU that `BertBackbone` has built in (our default is the exact one).
 - ViT: a Dense(10) classifier on the class token (`ViTBackbone` output at position 0; ours:
   `vit(num_classes=10)`).
 
@@ -112,7 +113,9 @@ def build(model_name, library, config, dtype=None):
         if model_name == "gpt2":
             return gpt2.gpt2(**text)
         if model_name == "bert":
-            backbone = bert.bert(**text)
+            # keras-hub's BertBackbone has the tanh GELU built in (ours defaults to the
+            # exact one, Hugging Face's): the same here, so both do the same work.
+            backbone = bert.bert(**text, activation="gelu_approximate")
             return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
         return vit.vit(
             config["image_size"],

@@ -28,6 +28,16 @@ _DEFAULTS = {
 }
 
 
+# Hugging Face's `hidden_act` names -> our feed-forward activations ("gelu_new" and
+# "gelu_pytorch_tanh" are the tanh approximation, the original BERT code's GELU).
+_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "relu": "relu",
+}
+
+
 def builder_arguments(config, source=None):
     """Maps a Hugging Face `BertConfig` dict onto the arguments of `models.bert.bert`.
 
@@ -40,7 +50,7 @@ def builder_arguments(config, source=None):
 
     Raises:
         ValueError: for settings our BERT does not implement (an activation other
-            than exact GELU, relative positions, a decoder).
+            than GELU or ReLU, relative positions, a decoder).
 
     Example:
 
@@ -49,10 +59,10 @@ def builder_arguments(config, source=None):
     """
     where = f" (config of {source})" if source else ""
     get = lambda key: config.get(key, _DEFAULTS.get(key))  # noqa: E731
-    if get("hidden_act") != "gelu":
+    if get("hidden_act") not in _ACTIVATIONS:
         raise ValueError(
-            "`hidden_act` must be 'gelu' (exact GELU, the only BERT activation "
-            f"supported){where}. Received: hidden_act={get('hidden_act')!r}"
+            f"`hidden_act` must be one of {sorted(_ACTIVATIONS)}{where}. "
+            f"Received: hidden_act={get('hidden_act')!r}"
         )
     if get("position_embedding_type") != "absolute":
         raise ValueError(
@@ -75,6 +85,7 @@ def builder_arguments(config, source=None):
         "num_segments": get("type_vocab_size"),
         "dropout": get("hidden_dropout_prob"),
         "layer_norm_epsilon": get("layer_norm_eps"),
+        "activation": _ACTIVATIONS[get("hidden_act")],
     }
 
 

@@ -7,7 +7,8 @@ Understanding" (2019).
 import keras
 from keras import ops
 
-from keras_transformers.layers.arguments import check_positive_int, check_rate
+from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
+from keras_transformers.layers.feed_forward import ACTIVATIONS
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
 from keras_transformers.models.model import Model
@@ -37,13 +38,14 @@ def bert(
     num_segments=2,
     dropout=0.1,
     layer_norm_epsilon=1e-12,
+    activation="gelu",
     dtype=None,
     name="bert",
 ):
     """Builds the BERT encoder (backbone) as a functional model.
 
     token + position + segment embeddings -> LayerNorm -> dropout -> `num_layers`
-    post-norm encoder blocks (exact GELU) -> outputs; the pooler is a tanh Dense
+    post-norm encoder blocks (exact GELU by default) -> outputs; the pooler is a tanh Dense
     on the first ([CLS]) position.
 
     Masking: `padding_mask` (int32, 1 = real token) hides padded keys from every
@@ -61,6 +63,9 @@ def bert(
         dropout: dropout rate of the embeddings, attention probabilities and
             sub-layer outputs.
         layer_norm_epsilon: epsilon of every layer normalization.
+        activation: the feed-forward activation: "gelu" (exact, erf; Hugging Face's
+            `hidden_act="gelu"`), "gelu_approximate" (tanh, as in the original BERT
+            code and keras-hub's `BertBackbone`) or "relu".
         dtype: dtype policy of every layer (default: the global policy).
         name: model name.
 
@@ -102,6 +107,7 @@ def bert(
         )
     check_rate(dropout, "dropout")
     _check_epsilon(layer_norm_epsilon)
+    check_choice(activation, "activation", ACTIVATIONS)
 
     inputs = {
         key: keras.Input(shape=(None,), dtype="int32", name=key) for key in BACKBONE_INPUTS
@@ -136,14 +142,14 @@ def bert(
     )(x)
     x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
 
-    # Post-norm blocks as in the original Transformer, but with exact (erf) GELU in
-    # place of ReLU (Devlin et al. 2019, appendix A.2).
+    # Post-norm blocks as in the original Transformer, but with GELU in place of ReLU
+    # (Devlin et al. 2019, appendix A.2); exact (erf) by default, as Hugging Face's.
     for i in range(num_layers):
         x = TransformerEncoderBlock(
             num_heads,
             intermediate_dim,
             dropout=dropout,
-            activation="gelu",
+            activation=activation,
             layer_norm_epsilon=layer_norm_epsilon,
             normalize_first=False,
             kernel_initializer=_initializer(),

@@ -170,6 +170,25 @@ def test_random_checkpoint_matches_transformers(tmp_path, cls_name):
         _assert_close(model(batch), expected.logits.numpy(), "classifier logits")
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu_pytorch_tanh", "relu"])
+def test_other_activations_match_transformers(tmp_path, hidden_act):
+    """Hugging Face's tanh GELUs and ReLU map onto our `activation`: same outputs."""
+    reference = _hf_model(hidden_act=hidden_act)
+    reference.save_pretrained(str(tmp_path))
+    model = from_huggingface(str(tmp_path))
+    expected_activation = "relu" if hidden_act == "relu" else "gelu_approximate"
+    assert model.get_layer("encoder_block_0").activation == expected_activation
+    batch = _batch()
+    expected = _hf_outputs(reference, batch)
+    real = batch["padding_mask"] == 1
+    outputs = model(batch)
+    _assert_close(
+        to_numpy(outputs["sequence_output"])[real],
+        expected.last_hidden_state.numpy()[real],
+        "sequence_output",
+    )
+
+
 def test_load_under_mixed_bfloat16(tmp_path):
     reference = _hf_model()
     reference.save_pretrained(str(tmp_path))
@@ -273,8 +292,7 @@ def test_unsupported_model_type(tmp_path):
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("hidden_act", "relu"),
-        ("hidden_act", "gelu_new"),
+        ("hidden_act", "silu"),
         ("position_embedding_type", "relative_key"),
         ("is_decoder", True),
     ],

@@ -311,6 +311,7 @@ def test_pretraining_fit_step():
         ({"dropout": 1.0}, "dropout"),
         ({"layer_norm_epsilon": -1.0}, "layer_norm_epsilon"),
         ({"max_sequence_length": None}, "max_sequence_length"),
+        ({"activation": "swish"}, "activation"),
     ],
 )
 def test_bad_builder_arguments(override, match):
