@@ -6,13 +6,13 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.3.
 import keras
 from keras import ops
 
-from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import (
     check_choice,
     check_positive_int,
     check_rate,
     clone_initializer,
 )
+from keras_transformers.layers.sublayers import call_sublayer
 
 # "gelu" is the exact (erf) GELU of BERT and ViT; "gelu_approximate" the tanh
 # approximation GPT-2 was trained with.

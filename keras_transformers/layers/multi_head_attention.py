@@ -8,7 +8,6 @@ import math
 import keras
 from keras import ops
 
-from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
     check_last_dim,
@@ -17,6 +16,7 @@ from keras_transformers.layers.arguments import (
     check_rate,
     clone_initializer,
 )
+from keras_transformers.layers.sublayers import call_sublayer
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")

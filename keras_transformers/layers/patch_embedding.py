@@ -7,8 +7,8 @@ section 3.2 (position embeddings interpolated for other resolutions).
 import keras
 from keras import ops
 
-from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import check_positive_int, clone_initializer
+from keras_transformers.layers.sublayers import call_sublayer
 
 
 def _pair(value, name):
@@ -228,7 +228,8 @@ class PatchEmbedding(keras.layers.Layer):
 
     def call(self, images):
         self._check_images_shape(images.shape, self.patch_projection.kernel.shape[2])
-        patches = call_sublayer(self.patch_projection, ops.cast(images, self.compute_dtype))  # (B, h, w, D)
+        images = ops.cast(images, self.compute_dtype)
+        patches = call_sublayer(self.patch_projection, images)  # (B, h, w, D)
         # Static sizes where known; tensors in a graph traced for any resolution.
         grid_size = tuple(
             static if static is not None else dynamic

@@ -9,7 +9,6 @@ import math
 import keras
 from keras import ops
 
-from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers.arguments import (
     check_choice,
     check_positive_int,
@@ -18,6 +17,7 @@ from keras_transformers.layers.arguments import (
 )
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
+from keras_transformers.layers.sublayers import call_sublayer
 
 POSITION_KINDS = ("learned", "sinusoidal")
 
@@ -183,7 +183,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         tokens = call_sublayer(self.token_embedding, token_ids)  # (B, T, D)
         if self.scale_embeddings:
             tokens = tokens * ops.cast(math.sqrt(self.hidden_dim), tokens.dtype)
-        embeddings = tokens + call_sublayer(self.position_embedding, tokens, start_index=start_index)
+        positions = call_sublayer(self.position_embedding, tokens, start_index=start_index)
+        embeddings = tokens + positions  # (B, T, D)
         if self.segment_embedding is not None:
             if segment_ids is None:
                 segment_ids = ops.zeros_like(token_ids)

@@ -5,7 +5,6 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.1.
 
 import keras
 
-from keras_transformers.layers.sublayers import call_sublayer
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
     check_choice,
@@ -19,6 +18,7 @@ from keras_transformers.layers.arguments import (
 )
 from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
+from keras_transformers.layers.sublayers import call_sublayer
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
