@@ -21,19 +21,15 @@ faster in training and 1.15-1.75x in inference than with every nested call throu
 """
 
 import itertools
+import weakref
 
 from keras import backend
 from keras import ops
 from keras.distribution import distribution as current_distribution
 
-# The one exception to "no keras.src" (STYLE.md): `__call__` reads the autocast scope in
-# force and a tensor's Keras mask through these two functions, and Keras has no public
-# accessor for either. Without them (a Keras that moved them) every nested call goes
-# through `__call__`: slower, never different.
-try:
-    from keras.src.backend import get_autocast_scope, get_keras_mask
-except ImportError:  # pragma: no cover - depends on the installed Keras
-    get_autocast_scope = get_keras_mask = None
+# layer -> its float variables (its own and its sublayers'), listed the first time it is
+# called directly (built by then); a layer with none is listed again at each call.
+_FLOAT_VARIABLES = weakref.WeakKeyDictionary()
 
 
 def call_sublayer(layer, *args, **kwargs):
@@ -41,10 +37,15 @@ def call_sublayer(layer, *args, **kwargs):
 
     The direct call is taken only when `__call__` would change nothing: the layer is
     built, not quantized, rematerialized, regularized or hooked; no distribution is set
-    (it may relayout outputs); every tensor argument is a backend tensor without a Keras
-    mask, and every float one already has the layer's input dtype; the autocast scope in
-    force is the one the layer would open. Pass `training` explicitly where the sublayer
-    takes it (the caller's own resolved value).
+    (it may relayout outputs); every tensor argument is a backend tensor, and every float
+    one already has the layer's input dtype; the layer's variables read in the dtypes that
+    `__call__`'s autocast scope would give them.
+
+    Masks: the direct call does not read Keras masks attached to the arguments (nor attach
+    one to its output), so callers pass every mask explicitly, as our layers do: their own
+    `__call__` has already turned an attached mask into their `mask`/`*_mask` arguments, and
+    sets their outputs' masks from their `compute_mask`. Pass `training` explicitly where
+    the sublayer takes it (the caller's own resolved value).
     """
     if not _is_direct_call_safe(layer, args, kwargs):
         return layer(*args, **kwargs)
@@ -52,8 +53,6 @@ def call_sublayer(layer, *args, **kwargs):
 
 
 def _is_direct_call_safe(layer, args, kwargs):
-    if get_keras_mask is None:
-        return False
     if not layer.built or layer.activity_regularizer is not None:
         return False
     if getattr(layer, "_remat_mode", None) is not None:
@@ -72,23 +71,37 @@ def _is_direct_call_safe(layer, args, kwargs):
             continue
         if backend.is_keras_tensor(value) or not ops.is_tensor(value):
             return False
-        if get_keras_mask(value) is not None:
-            return False
         dtype = backend.standardize_dtype(value.dtype)
         if layer.autocast and backend.is_float_dtype(dtype):
             input_dtype = input_dtype or layer.input_dtype
             if dtype != input_dtype:
                 return False
-    return _autocast_unchanged(layer)
+    return _reads_as_under_keras_call(layer)
 
 
-def _autocast_unchanged(layer):
-    """True when `__call__` would keep the current autocast scope (see its step 7)."""
-    scope = get_autocast_scope()
-    if scope is None:
-        return layer.compute_dtype == layer.variable_dtype
-    return (
-        layer.autocast
-        and backend.is_float_dtype(layer.compute_dtype)
-        and scope.dtype == layer.compute_dtype
-    )
+def _reads_as_under_keras_call(layer):
+    """True when the layer's variables read now as they would inside its `__call__`.
+
+    The autocast scope in force only changes the dtype an autocasting float variable
+    reads as, and Keras reports that dtype, scope applied, as the public
+    `Variable.dtype`. `__call__` would run a mixed layer (compute dtype differs from
+    variable dtype) under a scope of its compute dtype, and a non-mixed one under no
+    scope or one of its own dtype. So: a mixed layer is called directly when one of its
+    variables already reads as its compute dtype (a scope of that dtype is open: the
+    parent's `__call__` opened it); a non-mixed one when every variable reads as its
+    compute dtype (no scope of another dtype is open). Otherwise, or for a layer whose
+    variables never autocast (Keras' `LayerNormalization` under mixed precision), through
+    `__call__`.
+    """
+    variables = _FLOAT_VARIABLES.get(layer)
+    if variables is None:
+        variables = tuple(v for v in layer.weights if backend.is_float_dtype(v.dtype))
+        if not variables:
+            return True  # no scope changes what it reads (listed again next call)
+        _FLOAT_VARIABLES[layer] = variables
+    compute_dtype = layer.compute_dtype
+    if not backend.is_float_dtype(compute_dtype):
+        return False
+    if compute_dtype != layer.variable_dtype:
+        return layer.autocast and any(v.dtype == compute_dtype for v in variables)
+    return all(v.dtype == compute_dtype for v in variables)

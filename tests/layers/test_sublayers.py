@@ -148,31 +148,21 @@ def _dense(**kwargs):
     return layer
 
 
-def _mask_carrying(x):
-    """`x` with the Keras mask `keras.layers.Masking` attaches (rows not all zero)."""
-    x[0, -1] = 0.0
-    return keras.layers.Masking(mask_value=0.0)(ops.convert_to_tensor(x))
-
-
 @pytest.mark.parametrize(
-    "name",
-    ["unbuilt", "float16 input", "mixed policy, no scope", "activity regularizer", "keras mask"],
+    "name", ["unbuilt", "float16 input", "mixed policy, no scope", "activity regularizer"]
 )
 def test_falls_back_to_keras_call_when_it_would_do_work(name, call_counts):
     """Each condition under which `__call__` does something: the sublayer is called
-    through it, and the result (dtype, mask, losses) is what Keras gives."""
+    through it, and the result (dtype, losses) is what Keras gives."""
     x = ops.convert_to_tensor(_normal(2, 4))
     if name == "unbuilt":
-        layer, reference = keras.layers.Dense(3), None
+        layer = keras.layers.Dense(3)
     elif name == "float16 input":
         layer, x = _dense(), ops.convert_to_tensor(_normal(2, 4, dtype="float16"))
     elif name == "mixed policy, no scope":
         layer = _dense(dtype="mixed_bfloat16")
-    elif name == "activity regularizer":
-        layer = _dense(activity_regularizer="l2")
     else:
-        layer = _dense()
-        x = _mask_carrying(_normal(2, 3, 4))  # mask (2, 3)
+        layer = _dense(activity_regularizer="l2")
     assert not sublayers._is_direct_call_safe(layer, (x,), {})
     call_counts.clear()
     result = sublayers.call_sublayer(layer, x)
@@ -186,28 +176,85 @@ def test_falls_back_to_keras_call_when_it_would_do_work(name, call_counts):
     np.testing.assert_array_equal(to_numpy(result), to_numpy(reference))
     if name == "activity regularizer":
         assert len(layer.losses) == 1  # each `__call__` records its own loss
-    if name == "keras mask":
-        from keras.src.backend import get_keras_mask
-
-        np.testing.assert_array_equal(
-            to_numpy(get_keras_mask(result)), to_numpy(get_keras_mask(x))
-        )
 
 
-def test_direct_when_the_parents_autocast_scope_is_the_sublayers():
-    """Mixed precision inside a parent: the parent's `__call__` opened the bfloat16 scope,
-    so the direct call reads the float32 kernel as bfloat16, as `__call__` would."""
-    layer = _dense(dtype="mixed_bfloat16")
-    x = ops.convert_to_tensor(_normal(2, 4, dtype="float32"))
-    x16 = ops.cast(x, "bfloat16")
-    from keras.src.backend import AutocastScope
+class _Parent(keras.layers.Layer):
+    """A parent whose `__call__` opens its policy's autocast scope around `call_sublayer`."""
 
-    with AutocastScope("bfloat16"):
-        assert sublayers._is_direct_call_safe(layer, (x16,), {})
-        direct = sublayers.call_sublayer(layer, x16)
-    reference = layer(x)
-    assert ops.dtype(direct) == ops.dtype(reference) == "bfloat16"
-    np.testing.assert_array_equal(to_numpy(ops.cast(direct, "float32")), to_numpy(ops.cast(reference, "float32")))
+    def __init__(self, child, **kwargs):
+        super().__init__(**kwargs)
+        self.child = child
+
+    def build(self, x_shape):
+        self.child.build(x_shape)
+
+    def call(self, x):
+        return sublayers.call_sublayer(self.child, ops.cast(x, self.child.input_dtype))
+
+
+@pytest.mark.parametrize(
+    "parent_dtype, child, direct",
+    [
+        # The parent's scope (bfloat16) is the one the child's `__call__` would open.
+        ("mixed_bfloat16", "dense mixed_bfloat16", True),
+        ("float32", "dense float32", True),
+        # A float32 child in a bfloat16 scope: its kernel would read as bfloat16.
+        ("mixed_bfloat16", "dense float32", False),
+        # A mixed child with no scope open: its kernel would read as float32.
+        ("float32", "dense mixed_bfloat16", False),
+        # Its variables never autocast, so no read tells which scope is open.
+        ("mixed_bfloat16", "layer_norm mixed_bfloat16", False),
+    ],
+)
+def test_direct_only_when_variables_read_as_under_keras_call(
+    parent_dtype, child, direct, call_counts
+):
+    """Against Keras' own autocasting: the child's output (values and dtype) inside the
+    parent equals the child called through `__call__` on the same input."""
+    kind, child_dtype = child.split()
+    make = keras.layers.Dense if kind == "dense" else keras.layers.LayerNormalization
+    layer = make(3, dtype=child_dtype) if kind == "dense" else make(dtype=child_dtype)
+    parent = _Parent(layer, dtype=parent_dtype)
+    x = ops.convert_to_tensor(_normal(2, 3))
+    parent.build((2, 3))
+    call_counts.clear()
+    inside = parent(x)
+    assert call_counts.get(type(layer).__name__, 0) == (0 if direct else 1)
+    reference = layer(ops.cast(ops.cast(x, parent.compute_dtype), layer.input_dtype))
+    assert ops.dtype(inside) == ops.dtype(reference) == layer.compute_dtype
+    np.testing.assert_array_equal(
+        to_numpy(ops.cast(inside, "float32")), to_numpy(ops.cast(reference, "float32"))
+    )
+
+
+@pytest.mark.parametrize("block", ["encoder", "decoder", "attention", "feed_forward"])
+def test_keras_masks_on_the_inputs_give_what_keras_call_gives(block, monkeypatch):
+    """Inputs carrying a Keras mask (from `Embedding(mask_zero=True)`) in a functional
+    model: the direct path ignores attached masks, so the parent must pass them on itself.
+    The model's output, mask-weighted pooling included, equals the all-`__call__` run."""
+    token_ids = np.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 0]], "int32")
+    results = []
+    for direct in (True, False):
+        with monkeypatch.context() as patch:
+            if not direct:
+                _never_direct(patch)
+            keras.utils.set_random_seed(5)
+            ids = keras.Input((None,), dtype="int32")
+            x = keras.layers.Embedding(20, 8, mask_zero=True)(ids)
+            if block == "encoder":
+                x = TransformerEncoderBlock(num_heads=2, intermediate_dim=16, normalize_first=True)(x)
+            elif block == "decoder":
+                memory = keras.layers.Embedding(20, 8, mask_zero=True)(ids)
+                x = TransformerDecoderBlock(num_heads=2, intermediate_dim=16)(x, memory)
+            elif block == "attention":
+                x = MultiHeadAttention(num_heads=2, key_dim=4)(x)
+            else:
+                x = FeedForward(intermediate_dim=16)(x)
+            pooled = keras.layers.GlobalAveragePooling1D()(x)  # averages unmasked rows
+            model = keras.Model(ids, [x, pooled])
+            results.append([to_numpy(y) for y in model(token_ids)])
+    for direct, reference in zip(*results):
+        np.testing.assert_array_equal(direct, reference)
 
 
 def test_stateless_call_of_a_mixed_precision_block_equals_its_call():
