@@ -18,7 +18,7 @@ import common
 import throughput
 
 
-def measure(models, config, repeats, steps, warmup):
+def measure(models, config, repeats, steps, warmup, dtype=None):
     import keras
 
     from keras_transformers.layers import sublayers
@@ -28,7 +28,7 @@ def measure(models, config, repeats, steps, warmup):
     results = {}
     for model_name in models:
         inputs, labels = throughput.example_inputs(model_name, config)
-        model = throughput.compile_model(throughput.build(model_name, "ours", config))
+        model = throughput.compile_model(throughput.build(model_name, "ours", config, dtype))
         x = throughput.library_inputs(model_name, "ours", inputs)
         modes = {
             "training": lambda: model.train_on_batch(x, labels),
@@ -67,11 +67,12 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="steps timed per repeat")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--config", help="JSON object overriding throughput.CONFIG entries")
+    parser.add_argument("--dtype", help="dtype policy of the models, e.g. mixed_bfloat16")
     args = parser.parse_args()
     import keras
 
     config = dict(throughput.CONFIG, **json.loads(args.config)) if args.config else dict(throughput.CONFIG)
-    results = measure(args.models, config, args.repeats, args.steps, args.warmup)
+    results = measure(args.models, config, args.repeats, args.steps, args.warmup, args.dtype)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(
@@ -82,6 +83,7 @@ def main():
                     "versions": common.versions(),
                     "date": common.today(),
                     "config": config,
+                    "dtype": args.dtype or "float32",
                     "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
                     "results": results,
                 },
