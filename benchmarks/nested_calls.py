@@ -28,7 +28,7 @@ def measure(models, config, repeats, steps, warmup, dtype=None):
     results = {}
     for model_name in models:
         inputs, labels = throughput.example_inputs(model_name, config)
-        model = throughput.compile_model(throughput.build(model_name, "ours", config, dtype))
+        model = throughput.compile_model(throughput.build(model_name, "ours", config, dtype), "ours")
         x = throughput.library_inputs(model_name, "ours", inputs)
         modes = {
             "training": lambda: model.train_on_batch(x, labels),

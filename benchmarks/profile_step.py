@@ -67,7 +67,7 @@ def profile_torch(model_name, config, top):
 
     inputs, labels = throughput.example_inputs(model_name, config)
     for library in throughput.LIBRARIES:
-        model = throughput.compile_model(throughput.build(model_name, library, config))
+        model = throughput.compile_model(throughput.build(model_name, library, config), library)
         x = throughput.library_inputs(model_name, library, inputs)
         for _ in range(2):
             model.train_on_batch(x, labels)

@@ -13,7 +13,9 @@ sides:
   `vit(num_classes=10)`).
 
 Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
-`jit_compile="auto"`: XLA on TensorFlow and JAX, eager on torch) and timed alternately in
+`jit_compile="auto"`: XLA on TensorFlow and JAX, eager on torch), each with its library's
+loss: Keras' `SparseCategoricalCrossentropy` for keras-hub (what its task models compile
+with), ours for ours (the same values; benchmarks/loss.py times the two alone) and timed alternately in
 one process: `train_on_batch` (dropout on) and `predict_on_batch`, several repeats of a few
 steps each after warm-up steps that compile; the median is reported as tokens per second
 (ViT: patches per second) and `speedup = ours / keras-hub`.
@@ -157,14 +159,19 @@ def _with_head(keras, backbone, features, config, model_name, dtype):
     return keras.Model(backbone.input, keras.ops.cast(logits, "float32"), name=f"{backbone.name}_head")
 
 
-def compile_model(model):
+def compile_model(model, library):
+    """AdamW and sparse cross-entropy from logits: for keras-hub, Keras' loss (what its
+    `GPT2CausalLM`/`TextClassifier` compile with); for ours, ours (the same values, faster
+    on PyTorch and JAX: benchmarks/loss.py)."""
     import keras
 
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile="auto",
-    )
+    from keras_transformers.losses import SparseCategoricalCrossentropy
+
+    if library == "ours":
+        loss = SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=loss, jit_compile="auto")
     return model
 
 
@@ -264,7 +271,9 @@ def measure(config, models, repeats, steps, warmup, dtype):
     results = {}
     for model_name in models:
         inputs, labels = example_inputs(model_name, config)
-        built = {library: compile_model(build(model_name, library, config, dtype)) for library in LIBRARIES}
+        built = {
+            library: compile_model(build(model_name, library, config, dtype), library) for library in LIBRARIES
+        }
         steps_by_mode = {
             "training": {
                 lib: (lambda m=m, x=library_inputs(model_name, lib, inputs): m.train_on_batch(x, labels))
@@ -366,7 +375,7 @@ def peak_memory(model_name, library, config, dtype, steps=3):
     else:
         sampler = _ResidentPeak()
         baseline = sampler.peak
-    model = compile_model(build(model_name, library, config, dtype))
+    model = compile_model(build(model_name, library, config, dtype), library)
     for _ in range(steps):
         model.train_on_batch(library_inputs(model_name, library, inputs), labels)
     if gpu and backend == "torch":
@@ -435,7 +444,8 @@ def table(paths):
         f"hidden {config['hidden_dim']}, intermediate {config['intermediate_dim']}, dropout {config['dropout']}, "
         f"sequence {config['sequence_length']}, batch {config['batch_size']}; ViT {config['image_size']}x"
         f"{config['image_size']} images, patch {config['patch_size']}. keras-hub: GPT2Backbone/BertBackbone/"
-        "ViTBackbone with identical hyperparameters and the same heads. Items/s = tokens/s (ViT: "
+        "ViTBackbone with identical hyperparameters and the same heads; each side trains with its "
+        "library's sparse cross-entropy (ours: keras_transformers.losses, keras-hub: Keras'; the same values). Items/s = tokens/s (ViT: "
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
         "training: >= 60%); memory = peak during build + compile + 3 training steps, each model in "

@@ -32,6 +32,7 @@ import numpy as np
 
 from keras_transformers import visualize
 from keras_transformers.data import language_modeling
+from keras_transformers.losses import SparseCategoricalCrossentropy
 from keras_transformers.models.gpt2 import gpt2
 
 import common  # examples/common.py
@@ -137,9 +138,9 @@ def main(argv=None):
     )
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.1, beta_2=0.99, global_clipnorm=1.0)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    # Cross-entropy in nats per token: the mean of -log p(next token).
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # Cross-entropy in nats per token: the mean of -log p(next token). Ours rather than
+    # Keras': the same values, about 2x faster over a vocabulary on PyTorch and JAX.
+    model.compile(optimizer=optimizer, loss=SparseCategoricalCrossentropy(from_logits=True))
     print(f"GPT-2: {model.count_params():,} parameters, {args.num_layers} layers x "
           f"{args.num_heads} heads, hidden {args.hidden_dim}, context {args.sequence_length}")
 

@@ -72,6 +72,8 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
+        if self.from_logits and not self.label_smoothing:
+            return _cross_entropy_from_logits(y_true, y_pred)
         if self.from_logits:
             log_probabilities = ops.log_softmax(y_pred, axis=-1)
         else:
@@ -90,3 +92,31 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         config = super().get_config()
         config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
         return config
+
+
+def _cross_entropy_from_logits(y_true, logits):
+    """-log softmax(logits)[y_true], per position: (...) from (..., K) float32 logits.
+
+    Keras' own `SparseCategoricalCrossentropy` computes the same, but slowly for the
+    (batch, sequence, vocabulary) logits of a language model: on PyTorch it moves the
+    class axis to position 1 (a full copy, and a log-softmax over a strided axis), and on
+    JAX it builds one-hot labels of the vocabulary's width. Forward + backward of
+    (8, 128, 8192) logits on the 2-core CPU (benchmarks/loss.py): PyTorch 119 -> 58 ms,
+    JAX 44 -> 24 ms, TensorFlow 31 -> 31 ms. The per-position losses and gradients agree
+    with Keras' to float32 rounding (tests/test_losses.py).
+    """
+    if keras.backend.backend() == "jax":
+        # log-sum-exp minus the label's logit: XLA fuses both reductions, and no
+        # (..., K) one-hot or log-probabilities tensor is materialised.
+        label_logits = ops.take_along_axis(
+            logits, ops.expand_dims(ops.cast(y_true, "int32"), -1), axis=-1
+        )
+        return ops.logsumexp(logits, axis=-1) - ops.squeeze(label_logits, -1)
+    # Keras' fused kernel (TensorFlow's sparse softmax cross-entropy, PyTorch's
+    # `cross_entropy`) on 2-D (N, K) logits, where the class axis is already in place.
+    num_classes = logits.shape[-1]
+    losses = ops.sparse_categorical_crossentropy(
+        ops.reshape(ops.cast(y_true, "int32"), (-1,)), ops.reshape(logits, (-1, num_classes)), from_logits=True
+    )  # (N,)
+    return ops.reshape(losses, ops.shape(logits)[:-1])
+

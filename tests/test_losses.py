@@ -72,3 +72,36 @@ def test_serialization_and_fit():
 def test_bad_label_smoothing_raises(value):
     with pytest.raises(ValueError, match="`label_smoothing` must be a float in"):
         SparseCategoricalCrossentropy(value)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 7)])
+def test_from_logits_equals_keras_sparse_crossentropy(shape):
+    """The unsmoothed path (its own formulation per backend) against Keras' loss."""
+    rng = np.random.default_rng(1)
+    logits = (4 * rng.normal(size=shape)).astype("float32")
+    labels = rng.integers(0, shape[-1], size=shape[:-1])
+    ours = SparseCategoricalCrossentropy(from_logits=True, reduction=None)(labels, logits)
+    reference = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(
+        labels, logits
+    )
+    assert tuple(ours.shape) == shape[:-1]
+    np.testing.assert_allclose(to_numpy(ours), to_numpy(reference), rtol=1e-6, atol=1e-6)
+
+
+def test_from_logits_trains_like_keras_sparse_crossentropy():
+    """Same gradients: one SGD step with either loss moves the weights the same way."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 4)).astype("float32")
+    labels = rng.integers(0, 7, size=(3, 5))
+    weights = []
+    for loss in (
+        SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size"),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5, 4)), keras.layers.Dense(7)])
+        model.compile(keras.optimizers.SGD(1.0), loss=loss)
+        model.train_on_batch(x, labels)
+        weights.append([to_numpy(w) for w in model.weights])
+    for ours, reference in zip(*weights):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
