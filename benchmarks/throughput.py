@@ -425,6 +425,7 @@ def run(args):
         "config": config,
         "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
         "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
+        "loss": {"ours": "keras_transformers.losses", "keras_hub": "keras.losses"},
         **measured,
     }
 
@@ -475,9 +476,16 @@ def table(paths):
         lines.append(
             f"- {r['backend']} ({r['dtype_policy']}), {r['date']}: {r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
-            f"timing {r['timing']}."
+            f"timing {r['timing']}; {_loss_note(r)}."
         )
     return "\n".join(lines) + "\n"
+
+
+def _loss_note(run):
+    # Runs from before the compile step gave each library its own loss have no "loss" key.
+    if "loss" not in run:
+        return "both sides trained with Keras' loss"
+    return f"loss ours {run['loss']['ours']}, keras-hub {run['loss']['keras_hub']}"
 
 
 def _percent(fraction):
