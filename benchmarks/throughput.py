@@ -7,10 +7,15 @@ sides:
 
 - GPT-2: next-token logits from the tied token embedding (keras-hub: `GPT2Backbone` and its
   `token_embedding(..., reverse=True)`, as `GPT2CausalLM` does); loss over all 128 positions.
-- BERT: a Dense(2) classifier on the pooled output (`BertBackbone`'s `pooled_output`);
-  ours with the tanh GELU that `BertBackbone` has built in (our default is the exact one).
+- BERT: a Dense(2) classifier on the pooled output (`BertBackbone`'s `pooled_output`;
+  ours: `bert_classifier(..., dropout=0.0)`), ours with the tanh GELU that `BertBackbone`
+  has built in (our default is the exact one).
 - ViT: a Dense(10) classifier on the class token (`ViTBackbone` output at position 0; ours:
   `vit(num_classes=10)`).
+
+Our two classifiers run their last encoder block at the first position only (the one
+their head reads; every position is still a key and value): the same logits and
+gradients, less work. keras-hub's backbones compute every position of every block.
 
 Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
 `jit_compile="auto"`: XLA on TensorFlow and JAX, eager on torch), each with its library's
@@ -118,7 +123,9 @@ def build(model_name, library, config, dtype=None):
             # keras-hub's BertBackbone has the tanh GELU built in (ours defaults to the
             # exact one, Hugging Face's): the same here, so both do the same work.
             backbone = bert.bert(**text, activation="gelu_approximate")
-            return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
+            # Our classifier (its last block computes [CLS] alone); no dropout on the
+            # head, as keras-hub's side below.
+            return bert.bert_classifier(backbone, config["num_classes"]["bert"], dropout=0.0)
         return vit.vit(
             config["image_size"],
             config["patch_size"],
@@ -182,14 +189,18 @@ def items_per_step(model_name, config):
     return config["batch_size"] * config["sequence_length"]
 
 
-def step_flops(model_name, config, training):
-    """Matmul FLOPs of one forward (x3 when `training`) pass over one batch.
+def step_flops(model_name, config, training, library="keras_hub"):
+    """Matmul FLOPs of one forward (x3 when `training`) pass over one batch, as `library`
+    computes it.
 
     Per layer and position: 2 x (4 d^2 + 2 d f) for the projections and the feed-forward
     network, plus 4 T d for Q K^T and the attention-weighted values (the full T x T square,
     as PaLM's MFU counts it). Heads: GPT-2's vocabulary projection at every position,
     BERT's pooler and classifier once per sequence, ViT's patch projection per patch and
     classifier once per image. Embedding look-ups, norms and softmax are not counted.
+    Our BERT and ViT classifiers run the last block at the first position only (keys and
+    values still at every position): those rows are not counted for ours, so MFU compares
+    the matmul rates of the work each side does.
     """
     d, f, layers = config["hidden_dim"], config["intermediate_dim"], config["num_layers"]
     if model_name == "vit":
@@ -203,7 +214,10 @@ def step_flops(model_name, config, training):
             head = 2 * length * d * config["vocabulary_size"]
         else:
             head = 2 * d * d + 2 * d * config["num_classes"]["bert"]
-    blocks = layers * length * (2 * (4 * d * d + 2 * d * f) + 4 * length * d)
+    per_position = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
+    blocks = layers * length * per_position
+    if library == "ours" and model_name in ("bert", "vit"):
+        blocks -= (length - 1) * (per_position - 2 * 2 * d * d)  # all but keys and values
     forward = config["batch_size"] * (blocks + head)
     return 3 * forward if training else forward
 
@@ -296,9 +310,9 @@ def measure(config, models, repeats, steps, warmup, dtype):
                 for library, step in by_library.items():  # alternating, so drift hits both
                     times[library].append(common.seconds_per_call(step, steps))
             items = items_per_step(model_name, config)
-            flops = step_flops(model_name, config, training=mode == "training")
             entry = {}
             for library, values in times.items():
+                flops = step_flops(model_name, config, mode == "training", library)
                 seconds = statistics.median(values)
                 entry[library] = {
                     "items_per_second": round(items / seconds, 1),

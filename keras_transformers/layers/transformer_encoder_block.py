@@ -61,14 +61,17 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attention_mask: boolean (B, T, T).
         use_causal_mask: whether position `i` may only attend to positions `<= i`.
         return_attention_scores: also return the (B, num_heads, T, T) attention
-            probabilities.
+            probabilities ((B, num_heads, n, T) with `output_length=n`).
+        output_length: None (every position), or a positive int `n`: the output
+            at the first `n` positions only.
         training: whether dropout is active.
         inputs_mask: Keras mask of `inputs`, filled in by Keras.
         mask: Keras mask of `inputs`, as Keras fills it in when `inputs` is the only
             tensor argument.
 
     Returns:
-        The (B, T, hidden_dim) output, or `(output, scores)` when
+        The (B, T, hidden_dim) output ((B, n, hidden_dim) with `output_length=n`), or
+        `(output, scores)` when
         `return_attention_scores`.
 
     Example:
@@ -177,6 +180,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attention_mask=None,
         use_causal_mask=False,
         return_attention_scores=False,
+        output_length=None,
         training=None,
         inputs_mask=None,
         mask=None,
@@ -187,11 +191,34 @@ class TransformerEncoderBlock(keras.layers.Layer):
         masks_lib.validate_mask(attention_mask, "attention_mask", 3)
         # Keras fills `mask` instead of `inputs_mask` when `inputs` is the only tensor.
         inputs_mask = mask if inputs_mask is None else inputs_mask
+        if output_length is not None:
+            check_positive_int(output_length, "output_length")
+            if inputs_mask is not None:
+                # Keras would attach the (B, T) mask to the (B, n, D) output.
+                raise ValueError(
+                    "`output_length` cannot be used on inputs carrying a Keras mask; pass "
+                    "the mask as `padding_mask` instead. Received: "
+                    f"output_length={output_length!r} and inputs with a Keras mask"
+                )
 
-        def attention_branch(x):
+        x, keys = inputs, None
+        if output_length is not None:
+            # Only the first `output_length` rows go on; every row is still a key and
+            # value (normalized first in pre-norm, as the queries are).
+            x = inputs[:, :output_length]  # (B, n, D)
+            keys = (
+                call_sublayer(self.self_attention_layer_norm, inputs)
+                if self.normalize_first
+                else inputs
+            )  # (B, T, D)
+            if attention_mask is not None:
+                attention_mask = attention_mask[:, :output_length]  # (B, n, T)
+
+        def attention_branch(query):
             return call_sublayer(
                 self.self_attention,
-                x,
+                query,
+                value=keys,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
                 use_causal_mask=use_causal_mask,
@@ -203,7 +230,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         def feedforward_branch(x):
             return call_sublayer(self.feedforward, x, training=training)
 
-        x = inputs
         # `scores` is (attention scores,) when requested, else ().
         x, scores = residual(
             x,

@@ -36,7 +36,11 @@ def vit(
     images -> patch embeddings + class token + learned positions (equation 1)
     -> dropout -> `num_layers` pre-norm encoder blocks (exact GELU; equations 2-3)
     -> final LayerNorm -> a Dense head on the class token (equation 4), or on the
-    mean of the patch tokens with `pooling="mean"`.
+    mean of the patch tokens with `pooling="mean"`. With the class-token head, the
+    last block computes the class token alone (`output_length=1`; every token is
+    still a key and value): the same logits for about 1 / num_layers less work, so
+    its output and the final LayerNorm's are (B, 1, hidden_dim). For the whole
+    sequence, build the model with `num_classes=None`.
 
     Resolution: the model's input is (None, None, num_channels), so images of any
     height and width that are multiples of `patch_size` run; at a resolution
@@ -123,8 +127,12 @@ def vit(
     )(images)  # (B, N + 1, D)
     x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
 
+    # A head on the class token reads nothing else of the last block: that block runs
+    # at the class token alone (every token still a key and value), the same logits.
+    token_head = num_classes is not None and pooling == "token"
     # ViT is pre-norm, LayerNorm before each sub-layer (Dosovitskiy et al. 2021, eq. 2-3).
     for i in range(num_layers):
+        last = i == num_layers - 1
         x = TransformerEncoderBlock(
             num_heads,
             intermediate_dim,
@@ -134,10 +142,10 @@ def vit(
             normalize_first=True,
             dtype=dtype,
             name=f"encoder_block_{i}",
-        )(x)
+        )(x, output_length=1 if last and token_head else None)
     x = keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, dtype=dtype, name="final_layer_norm"
-    )(x)  # (B, N + 1, D)
+    )(x)  # (B, N + 1, D); (B, 1, D) with the class-token head
     if num_classes is None:
         return Model({"images": images}, x, name=name)
 

@@ -296,3 +296,70 @@ def test_bad_inputs():
         block(x, padding_mask=np.ones((2, 1, 5), dtype=bool))
     with pytest.raises(ValueError, match="attention_mask.*boolean"):
         block(x, attention_mask=np.ones((2, 5, 5), dtype="float32"))
+
+
+@pytest.mark.parametrize("normalize_first", [False, True], ids=["post_norm", "pre_norm"])
+@pytest.mark.parametrize(
+    "masks",
+    ["none", "padding", "explicit", "causal"],
+)
+def test_output_length_gives_the_leading_positions(normalize_first, masks):
+    block = TransformerEncoderBlock(2, 16, normalize_first=normalize_first)
+    x = _normal(2, 5, 8)
+    kwargs = {
+        "none": {},
+        "padding": {"padding_mask": _padding([5, 3], 5)},
+        "explicit": {
+            "attention_mask": RNG.random((2, 5, 5)) > 0.3,
+            "padding_mask": _padding([5, 4], 5),
+        },
+        "causal": {"use_causal_mask": True},
+    }[masks]
+    full, full_scores = block(x, return_attention_scores=True, **kwargs)
+    for length in (1, 3, 5, 7):
+        output, scores = block(x, output_length=length, return_attention_scores=True, **kwargs)
+        rows = min(length, 5)
+        assert tuple(output.shape) == (2, rows, 8)
+        np.testing.assert_allclose(to_numpy(output), to_numpy(full)[:, :length], atol=1e-5)
+        np.testing.assert_allclose(to_numpy(scores), to_numpy(full_scores)[:, :, :length], atol=1e-6)
+    symbolic = block(keras.Input((5, 8)), output_length=2)
+    assert tuple(symbolic.shape) == (None, 2, 8)
+
+
+def test_output_length_trains_as_the_full_block():
+    # The same SGD step from the same weights: a head on the first two positions of the
+    # full block's output, and the same head on the block run with output_length=2.
+    block = TransformerEncoderBlock(2, 16, normalize_first=True)
+    head = keras.layers.Dense(3)
+    inputs = keras.Input((5, 8))
+    padding = keras.Input((5,), dtype="bool")
+    leading = keras.Model(
+        [inputs, padding], head(block(inputs, padding_mask=padding, output_length=2))
+    )
+    sliced = keras.Model(
+        [inputs, padding], head(block(inputs, padding_mask=padding)[:, :2])
+    )
+    data = [_normal(4, 5, 8), _padding([5, 4, 2, 1], 5)]
+    targets = _normal(4, 2, 3)
+    start = [to_numpy(w).copy() for w in leading.weights]
+    after = []
+    for model in (leading, sliced):
+        for weight, value in zip(model.weights, start):
+            weight.assign(value)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.fit(data, targets, epochs=1, batch_size=4, verbose=0)
+        after.append([to_numpy(w) for w in model.weights])
+    assert not np.allclose(after[0][0], start[0])
+    for moved, expected, weight in zip(after[0], after[1], leading.weights):
+        np.testing.assert_allclose(moved, expected, atol=1e-5, err_msg=weight.path)
+
+
+def test_bad_output_length():
+    block = TransformerEncoderBlock(2, 16)
+    x = _normal(2, 5, 8)
+    for value in (0, -1, 1.0, True, "1"):
+        with pytest.raises(ValueError, match=f"output_length.*Received: output_length={value!r}"):
+            block(x, output_length=value)
+    embedded = keras.layers.Embedding(10, 8, mask_zero=True)(np.array([[1, 2, 0]]))
+    with pytest.raises(ValueError, match="output_length.*Keras mask.*padding_mask"):
+        block(embedded, output_length=1)

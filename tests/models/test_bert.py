@@ -284,6 +284,34 @@ def test_classifier_fit_step():
     assert all("key/bias" in path for path in frozen), frozen
 
 
+def test_classifier_runs_the_last_block_at_cls_only():
+    # Reference: the same head on the backbone's own pooled output, which runs every
+    # block at every position; same weights, same logits, same SGD step.
+    backbone = bert(**TINY, dropout=0.0)  # the same step needs the same (no) dropout
+    model = bert_classifier(backbone, num_classes=3, dropout=0.0)
+    head = keras.layers.Dense(3, name="classifier_dense")
+    reference = keras.Model(backbone.input, head(backbone.output["pooled_output"]))
+    head.set_weights(model.get_layer("classifier_dense").get_weights())
+    inputs = _inputs()
+    np.testing.assert_allclose(to_numpy(model(inputs)), to_numpy(reference(inputs)), atol=1e-5)
+    start = {w.path: to_numpy(w).copy() for w in model.weights}
+    assert set(start) == {w.path for w in reference.weights}
+    after = []
+    for trained in (model, reference):
+        for weight in trained.weights:
+            weight.assign(start[weight.path])
+        trained.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        trained.fit(inputs, np.array([0, 2]), batch_size=2, epochs=1, verbose=0)
+        after.append({w.path: to_numpy(w) for w in trained.weights})
+    kernel = "encoder_block_1/feedforward/output_dense/kernel"
+    assert not np.allclose(after[0][kernel], start[kernel])
+    for path, value in after[1].items():
+        np.testing.assert_allclose(after[0][path], value, atol=1e-5, err_msg=path)
+
+
 @pytest.mark.slow
 def test_pretraining_fit_step():
     model = bert_pretraining(bert(**TINY))

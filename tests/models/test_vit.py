@@ -114,18 +114,56 @@ def test_tiny_model():
     assert np.all(np.isfinite(to_numpy(logits)))
 
 
+def _headless_twin(model):
+    """`vit(num_classes=None)` of the tiny sizes with `model`'s weights: the whole sequence."""
+    twin = vit(**{**TINY, "num_classes": None})
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return twin
+
+
 def test_pooling():
     images = images_for()
     for pooling in ("token", "mean"):
         model = vit(**TINY, pooling=pooling)
         randomize(model)
-        sequence = keras.Model(model.input, model.get_layer("final_layer_norm").output)
-        sequence = to_numpy(sequence({"images": images}))  # (B, N + 1, D)
+        # The whole final sequence (the class-token model's last block computes its
+        # class token alone; see test_class_token_head_runs_the_last_block_at_one_token).
+        sequence = to_numpy(_headless_twin(model)({"images": images}))  # (B, N + 1, D)
         assert sequence.shape == (2, 65, 64)
         pooled = sequence[:, 0] if pooling == "token" else sequence[:, 1:].mean(axis=1)
         classifier = model.get_layer("classifier")
         expected = pooled @ to_numpy(classifier.kernel) + to_numpy(classifier.bias)
         np.testing.assert_allclose(to_numpy(model({"images": images})), expected, atol=1e-5)
+
+
+def test_class_token_head_runs_the_last_block_at_one_token():
+    images = {"images": images_for()}
+    token, mean = vit(**TINY), vit(**TINY, pooling="mean")
+    last_rows = keras.Model(token.input, token.get_layer("final_layer_norm").output)
+    assert tuple(last_rows(images).shape) == (2, 1, 64)
+    assert tuple(keras.Model(mean.input, mean.get_layer("final_layer_norm").output)(images).shape) == (
+        2, 65, 64,
+    )
+    # One SGD step moves every weight as it does in the same model computing every token
+    # (the headless model, then the same Dense on its class token).
+    twin = _headless_twin(token)
+    head = keras.layers.Dense(10, name="classifier")
+    full = keras.Model(twin.input, head(twin.output[:, 0]))
+    head.set_weights(token.get_layer("classifier").get_weights())
+    labels = np.array([1, 2])
+    before = to_numpy(token.get_layer("encoder_block_1").weights[0]).copy()
+    for model in (token, full):
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(images, labels, epochs=1, verbose=0)
+    assert not np.allclose(before, to_numpy(token.get_layer("encoder_block_1").weights[0]))
+    for layer in twin.layers + [head]:
+        for a, b in zip(layer.weights, token.get_layer(layer.name).weights):
+            np.testing.assert_allclose(to_numpy(b), to_numpy(a), atol=1e-5, err_msg=a.path)
 
 
 def test_without_head():
