@@ -4,6 +4,7 @@ Vaswani et al., "Attention Is All You Need" (2017), section 3.1.
 """
 
 import keras
+from keras import ops
 
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
@@ -42,6 +43,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
     keys; the attention output of a masked query position is zero (its residual
     and feed-forward output remain). The output carries the input's Keras mask.
 
+    Fewer output rows: `output_length=n` computes the output at the first `n`
+    positions only, `output_positions` (B, P) at the given positions only; every
+    position still serves as a key and value. The result equals `block(inputs)[:, :n]`
+    (or those rows gathered), gradients included, for a fraction of the work: a head
+    that reads only some positions after the last block (BERT's classifier reads
+    [CLS], its masked-LM head the masked positions) needs nothing more from it.
+
     Args:
         num_heads: number of attention heads; must divide the hidden size.
         intermediate_dim: hidden size of the feed-forward network.
@@ -61,17 +69,19 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attention_mask: boolean (B, T, T).
         use_causal_mask: whether position `i` may only attend to positions `<= i`.
         return_attention_scores: also return the (B, num_heads, T, T) attention
-            probabilities ((B, num_heads, n, T) with `output_length=n`).
+            probabilities (T rows become n or P with the arguments below).
         output_length: None (every position), or a positive int `n`: the output
             at the first `n` positions only.
+        output_positions: None, or an integer (B, P) tensor of positions in
+            [0, T): the output at those positions only (not with `output_length`).
         training: whether dropout is active.
         inputs_mask: Keras mask of `inputs`, filled in by Keras.
         mask: Keras mask of `inputs`, as Keras fills it in when `inputs` is the only
             tensor argument.
 
     Returns:
-        The (B, T, hidden_dim) output ((B, n, hidden_dim) with `output_length=n`), or
-        `(output, scores)` when
+        The (B, T, hidden_dim) output ((B, n, hidden_dim) or (B, P, hidden_dim) with
+        `output_length` or `output_positions`), or `(output, scores)` when
         `return_attention_scores`.
 
     Example:
@@ -181,6 +191,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         use_causal_mask=False,
         return_attention_scores=False,
         output_length=None,
+        output_positions=None,
         training=None,
         inputs_mask=None,
         mask=None,
@@ -191,28 +202,32 @@ class TransformerEncoderBlock(keras.layers.Layer):
         masks_lib.validate_mask(attention_mask, "attention_mask", 3)
         # Keras fills `mask` instead of `inputs_mask` when `inputs` is the only tensor.
         inputs_mask = mask if inputs_mask is None else inputs_mask
-        if output_length is not None:
-            check_positive_int(output_length, "output_length")
-            if inputs_mask is not None:
-                # Keras would attach the (B, T) mask to the (B, n, D) output.
-                raise ValueError(
-                    "`output_length` cannot be used on inputs carrying a Keras mask; pass "
-                    "the mask as `padding_mask` instead. Received: "
-                    f"output_length={output_length!r} and inputs with a Keras mask"
-                )
+        _check_output_rows(output_length, output_positions, inputs_mask)
 
         x, keys = inputs, None
-        if output_length is not None:
-            # Only the first `output_length` rows go on; every row is still a key and
-            # value (normalized first in pre-norm, as the queries are).
-            x = inputs[:, :output_length]  # (B, n, D)
+        if output_length is not None or output_positions is not None:
+            # Only the chosen rows go on; every row is still a key and value (normalized
+            # first in pre-norm, as the queries are).
             keys = (
                 call_sublayer(self.self_attention_layer_norm, inputs)
                 if self.normalize_first
                 else inputs
             )  # (B, T, D)
+        if output_length is not None:
+            x = inputs[:, :output_length]  # (B, n, D)
             if attention_mask is not None:
                 attention_mask = attention_mask[:, :output_length]  # (B, n, T)
+        elif output_positions is not None:
+            rows = ops.expand_dims(ops.cast(output_positions, "int32"), -1)  # (B, P, 1)
+            x = ops.take_along_axis(inputs, rows, axis=1)  # (B, P, D)
+            if attention_mask is not None:
+                attention_mask = ops.take_along_axis(attention_mask, rows, axis=1)  # (B, P, T)
+            if use_causal_mask:
+                # Row p is position output_positions[:, p]: keys up to it.
+                key_positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
+                causal = ops.greater_equal(rows, key_positions[None, None, :])  # (B, P, T)
+                attention_mask = masks_lib.merge_masks(attention_mask, causal)
+                use_causal_mask = False
 
         def attention_branch(query):
             return call_sublayer(
@@ -269,3 +284,32 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         return config
 
+
+def _check_output_rows(output_length, output_positions, inputs_mask):
+    """Checks `output_length` / `output_positions` before any work."""
+    if output_length is None and output_positions is None:
+        return
+    if output_length is not None and output_positions is not None:
+        raise ValueError(
+            "Pass at most one of `output_length` and `output_positions`. Received: "
+            f"output_length={output_length!r} and output_positions={output_positions!r}"
+        )
+    if output_length is not None:
+        check_positive_int(output_length, "output_length")
+    elif (
+        not hasattr(output_positions, "shape")
+        or not hasattr(output_positions, "dtype")
+        or "int" not in keras.backend.standardize_dtype(output_positions.dtype)
+        or len(output_positions.shape) != 2
+    ):
+        raise ValueError(
+            "`output_positions` must be an integer tensor of shape (batch, positions). "
+            f"Received: output_positions={output_positions!r}"
+        )
+    if inputs_mask is not None:
+        # Keras would attach the (B, T) mask to the (B, n, D) output.
+        name = "output_length" if output_positions is None else "output_positions"
+        raise ValueError(
+            f"`{name}` cannot be used on inputs carrying a Keras mask; pass the mask as "
+            f"`padding_mask` instead. Received: {name} and inputs with a Keras mask"
+        )

@@ -234,16 +234,27 @@ def _dtype(backbone):
     return backbone.get_layer("token_embedding").dtype_policy
 
 
-def _masked_lm_logits(backbone, sequence_output, mask_positions):
-    """The MLM head (Devlin et al. 2019, section 3.1; the Dense + GELU + LayerNorm
-    transform is the released code's), then the tied token embedding matrix and a
-    bias; float32 logits (B, P, V)."""
+def _last_block(backbone, inputs, **rows):
+    """The backbone's last block called again on its input, computing only the rows
+    `rows` names (`output_length=` or `output_positions=`): the heads read nothing else
+    of it."""
+    num_layers = sum(layer.name.startswith("encoder_block_") for layer in backbone.layers)
+    # The last block's input, as `bert(...)` wires it.
+    before = f"encoder_block_{num_layers - 2}" if num_layers > 1 else "embeddings_dropout"
+    return backbone.get_layer(f"encoder_block_{num_layers - 1}")(
+        backbone.get_layer(before).output,
+        padding_mask=ops.cast(inputs["padding_mask"], "bool"),
+        **rows,
+    )
+
+
+def _masked_lm_logits(backbone, x):
+    """The MLM head on the (B, P, D) masked positions (Devlin et al. 2019, section 3.1;
+    the Dense + GELU + LayerNorm transform is the released code's), then the tied token
+    embedding matrix and a bias; float32 logits (B, P, V)."""
     dtype = _dtype(backbone)
     token_embedding = backbone.get_layer("token_embedding")
     epsilon = backbone.get_layer("embeddings_layer_norm").epsilon
-    x = ops.take_along_axis(
-        sequence_output, ops.expand_dims(mask_positions, -1), axis=1
-    )  # (B, P, D)
     x = keras.layers.Dense(
         token_embedding.output_dim,
         activation="gelu",
@@ -263,7 +274,10 @@ def bert_masked_lm(backbone, name="bert_masked_lm"):
     The head reads the sequence output at `mask_positions`, applies Dense + GELU +
     LayerNorm, and projects onto the vocabulary with the backbone's token
     embedding matrix (tied weights) plus a bias. The returned model is flat: it
-    reuses the backbone's layers, so the tie survives `.keras` save and load.
+    reuses the backbone's layers, so the tie survives `.keras` save and load. The
+    head reads nothing else of the last block, so that block computes the masked
+    positions alone (`output_positions`; every position still a key and value): the
+    same logits for less work.
 
     Args:
         backbone: a model built by `bert(...)`.
@@ -288,17 +302,19 @@ def bert_masked_lm(backbone, name="bert_masked_lm"):
     >>> tuple(model(inputs).shape)
     (1, 2, 100)
     """
-    inputs, outputs = _check_backbone(backbone)
+    inputs, _ = _check_backbone(backbone)
     inputs["mask_positions"] = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
-    logits = _masked_lm_logits(backbone, outputs["sequence_output"], inputs["mask_positions"])
-    return Model(inputs, logits, name=name)
+    masked = _last_block(backbone, inputs, output_positions=inputs["mask_positions"])
+    return Model(inputs, _masked_lm_logits(backbone, masked), name=name)
 
 
 def bert_pretraining(backbone, name="bert_pretraining"):
     """Adds the masked-LM and next-sentence-prediction heads to a BERT backbone.
 
     Devlin et al. (2019), section 3.1: the next-sentence head is a 2-way Dense on
-    the pooled output (label 0: the second segment follows the first).
+    the pooled output (label 0: the second segment follows the first). As in
+    `bert_masked_lm`, the last block computes only the positions the heads read:
+    [CLS] and the masked ones.
 
     Args:
         backbone: a model built by `bert(...)`.
@@ -323,27 +339,20 @@ def bert_pretraining(backbone, name="bert_pretraining"):
     >>> tuple(outputs["mlm_logits"].shape), tuple(outputs["nsp_logits"].shape)
     ((1, 1, 100), (1, 2))
     """
-    inputs, outputs = _check_backbone(backbone)
-    inputs["mask_positions"] = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
-    mlm_logits = _masked_lm_logits(backbone, outputs["sequence_output"], inputs["mask_positions"])
+    inputs, _ = _check_backbone(backbone)
+    mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
+    inputs["mask_positions"] = mask_positions
+    # The last block at [CLS] and the masked positions only.
+    cls_position = ops.zeros_like(mask_positions[:, :1])  # (B, 1)
+    x = _last_block(
+        backbone, inputs, output_positions=ops.concatenate([cls_position, mask_positions], axis=1)
+    )  # (B, 1 + P, D)
+    mlm_logits = _masked_lm_logits(backbone, x[:, 1:])
+    pooled = backbone.get_layer("pooled_dense")(x[:, 0])  # (B, D)
     nsp_logits = keras.layers.Dense(
         2, kernel_initializer=_initializer(), dtype="float32", name="nsp_dense"
-    )(outputs["pooled_output"])
+    )(pooled)
     return Model(inputs, {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, name=name)
-
-
-def _pooled_output_from_cls(backbone, inputs):
-    """The backbone's pooled output, its last block run at the [CLS] position only."""
-    num_layers = sum(layer.name.startswith("encoder_block_") for layer in backbone.layers)
-    last = backbone.get_layer(f"encoder_block_{num_layers - 1}")
-    # The last block's input, as `bert(...)` wires it.
-    before = f"encoder_block_{num_layers - 2}" if num_layers > 1 else "embeddings_dropout"
-    x = last(
-        backbone.get_layer(before).output,
-        padding_mask=ops.cast(inputs["padding_mask"], "bool"),
-        output_length=1,
-    )  # (B, 1, D)
-    return backbone.get_layer("pooled_dense")(x[:, 0, :])  # (B, D)
 
 
 def bert_classifier(backbone, num_classes, dropout=0.1, name="bert_classifier"):
@@ -381,7 +390,7 @@ def bert_classifier(backbone, num_classes, dropout=0.1, name="bert_classifier"):
     check_rate(dropout, "dropout")
     inputs, _ = _check_backbone(backbone)
     x = keras.layers.Dropout(dropout, dtype=_dtype(backbone), name="classifier_dropout")(
-        _pooled_output_from_cls(backbone, inputs)
+        backbone.get_layer("pooled_dense")(_last_block(backbone, inputs, output_length=1)[:, 0])
     )
     logits = keras.layers.Dense(
         num_classes, kernel_initializer=_initializer(), dtype="float32", name="classifier_dense"

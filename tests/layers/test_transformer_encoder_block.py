@@ -303,7 +303,7 @@ def test_bad_inputs():
     "masks",
     ["none", "padding", "explicit", "causal"],
 )
-def test_output_length_gives_the_leading_positions(normalize_first, masks):
+def test_output_rows_are_the_full_outputs_rows(normalize_first, masks):
     block = TransformerEncoderBlock(2, 16, normalize_first=normalize_first)
     x = _normal(2, 5, 8)
     kwargs = {
@@ -322,24 +322,47 @@ def test_output_length_gives_the_leading_positions(normalize_first, masks):
         assert tuple(output.shape) == (2, rows, 8)
         np.testing.assert_allclose(to_numpy(output), to_numpy(full)[:, :length], atol=1e-5)
         np.testing.assert_allclose(to_numpy(scores), to_numpy(full_scores)[:, :, :length], atol=1e-6)
+    positions = np.array([[0, 4, 2, 2], [3, 1, 0, 4]], "int32")
+    output, scores = block(x, output_positions=positions, return_attention_scores=True, **kwargs)
+    assert tuple(output.shape) == (2, 4, 8)
+    np.testing.assert_allclose(
+        to_numpy(output), np.take_along_axis(to_numpy(full), positions[..., None], 1), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(scores),
+        np.take_along_axis(to_numpy(full_scores), positions[:, None, :, None], 2),
+        atol=1e-6,
+    )
     symbolic = block(keras.Input((5, 8)), output_length=2)
     assert tuple(symbolic.shape) == (None, 2, 8)
+    positions = keras.Input((3,), dtype="int32")
+    assert tuple(block(keras.Input((5, 8)), output_positions=positions).shape) == (None, 3, 8)
 
 
-def test_output_length_trains_as_the_full_block():
-    # The same SGD step from the same weights: a head on the first two positions of the
-    # full block's output, and the same head on the block run with output_length=2.
+@pytest.mark.parametrize("rows", ["output_length", "output_positions"])
+def test_output_rows_train_as_the_full_block(rows):
+    # The same SGD step from the same weights: a head on two rows of the full block's
+    # output, and the same head on the block computing those rows alone.
     block = TransformerEncoderBlock(2, 16, normalize_first=True)
     head = keras.layers.Dense(3)
     inputs = keras.Input((5, 8))
     padding = keras.Input((5,), dtype="bool")
-    leading = keras.Model(
-        [inputs, padding], head(block(inputs, padding_mask=padding, output_length=2))
-    )
-    sliced = keras.Model(
-        [inputs, padding], head(block(inputs, padding_mask=padding)[:, :2])
-    )
-    data = [_normal(4, 5, 8), _padding([5, 4, 2, 1], 5)]
+    positions = keras.Input((2,), dtype="int32")
+    if rows == "output_length":
+        chosen = block(inputs, padding_mask=padding, output_length=2)
+        full = block(inputs, padding_mask=padding)[:, :2]
+    else:
+        chosen = block(inputs, padding_mask=padding, output_positions=positions)
+        full = ops.take_along_axis(
+            block(inputs, padding_mask=padding), ops.expand_dims(positions, -1), axis=1
+        )
+    leading = keras.Model([inputs, padding, positions], head(chosen))
+    sliced = keras.Model([inputs, padding, positions], head(full))
+    data = [
+        _normal(4, 5, 8),
+        _padding([5, 4, 2, 1], 5),
+        np.array([[4, 0], [1, 3], [0, 0], [2, 0]], "int32"),
+    ]
     targets = _normal(4, 2, 3)
     start = [to_numpy(w).copy() for w in leading.weights]
     after = []
@@ -360,6 +383,13 @@ def test_bad_output_length():
     for value in (0, -1, 1.0, True, "1"):
         with pytest.raises(ValueError, match=f"output_length.*Received: output_length={value!r}"):
             block(x, output_length=value)
+    for value in (np.zeros((2,), "int32"), np.zeros((2, 1), "float32"), [[0]]):
+        with pytest.raises(ValueError, match="output_positions.*integer tensor.*Received"):
+            block(x, output_positions=value)
+    with pytest.raises(ValueError, match="at most one of `output_length` and `output_positions`"):
+        block(x, output_length=1, output_positions=np.zeros((2, 1), "int32"))
     embedded = keras.layers.Embedding(10, 8, mask_zero=True)(np.array([[1, 2, 0]]))
     with pytest.raises(ValueError, match="output_length.*Keras mask.*padding_mask"):
         block(embedded, output_length=1)
+    with pytest.raises(ValueError, match="output_positions.*Keras mask.*padding_mask"):
+        block(embedded, output_positions=np.zeros((1, 1), "int32"))

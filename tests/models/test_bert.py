@@ -284,32 +284,87 @@ def test_classifier_fit_step():
     assert all("key/bias" in path for path in frozen), frozen
 
 
-def test_classifier_runs_the_last_block_at_cls_only():
-    # Reference: the same head on the backbone's own pooled output, which runs every
-    # block at every position; same weights, same logits, same SGD step.
-    backbone = bert(**TINY, dropout=0.0)  # the same step needs the same (no) dropout
-    model = bert_classifier(backbone, num_classes=3, dropout=0.0)
-    head = keras.layers.Dense(3, name="classifier_dense")
-    reference = keras.Model(backbone.input, head(backbone.output["pooled_output"]))
-    head.set_weights(model.get_layer("classifier_dense").get_weights())
-    inputs = _inputs()
-    np.testing.assert_allclose(to_numpy(model(inputs)), to_numpy(reference(inputs)), atol=1e-5)
+def _assert_same_sgd_step(model, reference, inputs, labels, loss, moved):
+    """Equal outputs, then every weight equal after one SGD step from the same start."""
+    outputs, expected = model(inputs), reference(inputs)
+    assert keras.tree.flatten(keras.tree.map_structure(lambda x: None, outputs)) == (
+        keras.tree.flatten(keras.tree.map_structure(lambda x: None, expected))
+    )
+    for output, value in zip(keras.tree.flatten(outputs), keras.tree.flatten(expected)):
+        np.testing.assert_allclose(to_numpy(output), to_numpy(value), atol=1e-5)
     start = {w.path: to_numpy(w).copy() for w in model.weights}
     assert set(start) == {w.path for w in reference.weights}
     after = []
     for trained in (model, reference):
         for weight in trained.weights:
             weight.assign(start[weight.path])
-        trained.compile(
-            optimizer=keras.optimizers.SGD(0.5),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        trained.fit(inputs, np.array([0, 2]), batch_size=2, epochs=1, verbose=0)
+        trained.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        trained.fit(inputs, labels, batch_size=2, epochs=1, verbose=0)
         after.append({w.path: to_numpy(w) for w in trained.weights})
-    kernel = "encoder_block_1/feedforward/output_dense/kernel"
-    assert not np.allclose(after[0][kernel], start[kernel])
+    assert not np.allclose(after[0][moved], start[moved])
     for path, value in after[1].items():
         np.testing.assert_allclose(after[0][path], value, atol=1e-5, err_msg=path)
+
+
+# The heads read only some positions of the last block, which computes those alone.
+# Reference: the same head layers on the backbone's own outputs, which run every block
+# at every position; same weights, same outputs, same SGD step. No dropout, so that
+# the steps are the same.
+
+
+def test_classifier_runs_the_last_block_at_cls_only():
+    backbone = bert(**TINY, dropout=0.0)
+    model = bert_classifier(backbone, num_classes=3, dropout=0.0)
+    head = keras.layers.Dense(3, name="classifier_dense")
+    reference = keras.Model(backbone.input, head(backbone.output["pooled_output"]))
+    head.set_weights(model.get_layer("classifier_dense").get_weights())
+    _assert_same_sgd_step(
+        model,
+        reference,
+        _inputs(),
+        np.array([0, 2]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        moved="encoder_block_1/feedforward/output_dense/kernel",
+    )
+
+
+def _full_masked_lm_logits(model, backbone, mask_positions):
+    """`model`'s masked-LM head layers on the backbone's whole sequence output."""
+    x = keras.ops.take_along_axis(
+        backbone.output["sequence_output"], keras.ops.expand_dims(mask_positions, -1), axis=1
+    )
+    x = model.get_layer("mlm_layer_norm")(model.get_layer("mlm_dense")(x))
+    logits = backbone.get_layer("token_embedding")(x, reverse=True)
+    return model.get_layer("mlm_output_bias")(logits)
+
+
+@pytest.mark.parametrize("head", ["masked_lm", "pretraining"])
+def test_masked_heads_run_the_last_block_at_their_positions_only(head):
+    backbone = bert(**TINY, dropout=0.0)
+    inputs = _with_positions(_inputs())
+    labels = np.array([[5, 9, 11], [7, 3, 2]])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if head == "masked_lm":
+        model = bert_masked_lm(backbone)
+        reference = keras.Model(
+            model.input, _full_masked_lm_logits(model, backbone, model.input["mask_positions"])
+        )
+    else:
+        model = bert_pretraining(backbone)
+        reference = keras.Model(
+            model.input,
+            {
+                "mlm_logits": _full_masked_lm_logits(
+                    model, backbone, model.input["mask_positions"]
+                ),
+                "nsp_logits": model.get_layer("nsp_dense")(backbone.output["pooled_output"]),
+            },
+        )
+        labels = {"mlm_logits": labels, "nsp_logits": np.array([0, 1])}
+        loss = {"mlm_logits": loss, "nsp_logits": loss}
+    _assert_same_sgd_step(
+        model, reference, inputs, labels, loss, moved="encoder_block_1/feedforward/output_dense/kernel"
+    )
 
 
 @pytest.mark.slow
