@@ -12,9 +12,11 @@ sides:
   has built in (our default is the exact one).
 - ViT: a Dense(10) classifier on the class token (`ViTBackbone` output at position 0; ours:
   `vit(num_classes=10)`).
+- bert_mlm: the BERT backbone with the masked-LM head at 20 masked positions per sequence
+  (keras-hub: `BertMaskedLM`; ours: `bert_masked_lm`), loss over those positions.
 
-Our two classifiers run their last encoder block at the first position only (the one
-their head reads; every position is still a key and value): the same logits and
+Our classifiers and masked-LM head run their last encoder block at the positions their
+head reads only (every position is still a key and value): the same logits and
 gradients, less work. keras-hub's backbones compute every position of every block.
 
 Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
@@ -64,8 +66,9 @@ CONFIG = dict(
     patch_size=4,
     num_channels=3,
     num_classes={"bert": 2, "vit": 10},
+    num_masked=20,  # bert_mlm: masked positions per sequence (~15% of 128, as BERT masks)
 )
-MODELS = ("gpt2", "bert", "vit")
+MODELS = ("gpt2", "bert", "vit", "bert_mlm")
 LIBRARIES = ("ours", "keras_hub")
 
 
@@ -82,11 +85,18 @@ def example_inputs(model_name, config, seed=0):
         return {"images": images}, labels
     token_ids = rng.integers(1, config["vocabulary_size"], (batch, length)).astype("int32")
     inputs = {"token_ids": token_ids, "padding_mask": np.ones((batch, length), "int32")}
-    if model_name == "bert":
+    if model_name in ("bert", "bert_mlm"):
         segment_ids = np.zeros((batch, length), "int32")
         segment_ids[:, length // 2 :] = 1
         inputs["segment_ids"] = segment_ids
+    if model_name == "bert":
         return inputs, rng.integers(0, 2, (batch,)).astype("int32")
+    if model_name == "bert_mlm":
+        masked = config["num_masked"]
+        inputs["mask_positions"] = np.sort(
+            [rng.choice(length, masked, replace=False) for _ in range(batch)], axis=1
+        ).astype("int32")
+        return inputs, rng.integers(0, config["vocabulary_size"], (batch, masked)).astype("int32")
     labels = rng.integers(0, config["vocabulary_size"], (batch, length)).astype("int32")
     return inputs, labels
 
@@ -126,6 +136,8 @@ def build(model_name, library, config, dtype=None):
             # Our classifier (its last block computes [CLS] alone); no dropout on the
             # head, as keras-hub's side below.
             return bert.bert_classifier(backbone, config["num_classes"]["bert"], dropout=0.0)
+        if model_name == "bert_mlm":
+            return bert.bert_masked_lm(bert.bert(**text, activation="gelu_approximate"))
         return vit.vit(
             config["image_size"],
             config["patch_size"],
@@ -146,6 +158,11 @@ def build(model_name, library, config, dtype=None):
     if model_name == "bert":
         backbone = keras_hub.models.BertBackbone(**text)
         return _with_head(keras, backbone, backbone.output["pooled_output"], config, "bert", dtype)
+    if model_name == "bert_mlm":
+        masked_lm = keras_hub.models.BertMaskedLM(keras_hub.models.BertBackbone(**text))
+        return keras.Model(
+            masked_lm.input, keras.ops.cast(masked_lm.output, "float32"), name="keras_hub_bert_mlm"
+        )
     size = config["image_size"]
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(size, size, config["num_channels"]),
@@ -198,11 +215,14 @@ def step_flops(model_name, config, training, library="keras_hub"):
     as PaLM's MFU counts it). Heads: GPT-2's vocabulary projection at every position,
     BERT's pooler and classifier once per sequence, ViT's patch projection per patch and
     classifier once per image. Embedding look-ups, norms and softmax are not counted.
-    Our BERT and ViT classifiers run the last block at the first position only (keys and
-    values still at every position): those rows are not counted for ours, so MFU compares
-    the matmul rates of the work each side does.
+    BERT's masked-LM head: the Dense transform and the vocabulary projection at the masked
+    positions. Our BERT and ViT heads run the last block at the positions they read only
+    ([CLS], the class token, the masked positions; keys and values still at every
+    position): the other rows are not counted for ours, so MFU compares the matmul rates of
+    the work each side does.
     """
     d, f, layers = config["hidden_dim"], config["intermediate_dim"], config["num_layers"]
+    rows = 1  # positions the head reads after the last block
     if model_name == "vit":
         patches = (config["image_size"] // config["patch_size"]) ** 2
         length = patches + 1  # the class token
@@ -212,12 +232,15 @@ def step_flops(model_name, config, training, library="keras_hub"):
         length = config["sequence_length"]
         if model_name == "gpt2":
             head = 2 * length * d * config["vocabulary_size"]
+        elif model_name == "bert_mlm":
+            rows = config["num_masked"]
+            head = rows * (2 * d * d + 2 * d * config["vocabulary_size"])
         else:
             head = 2 * d * d + 2 * d * config["num_classes"]["bert"]
     per_position = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
     blocks = layers * length * per_position
-    if library == "ours" and model_name in ("bert", "vit"):
-        blocks -= (length - 1) * (per_position - 2 * 2 * d * d)  # all but keys and values
+    if library == "ours" and model_name != "gpt2":
+        blocks -= (length - rows) * (per_position - 2 * 2 * d * d)  # all but keys and values
     forward = config["batch_size"] * (blocks + head)
     return 3 * forward if training else forward
 
@@ -458,8 +481,11 @@ def table(paths):
         f"Vocabulary {config['vocabulary_size']}, {config['num_layers']} layers, {config['num_heads']} heads, "
         f"hidden {config['hidden_dim']}, intermediate {config['intermediate_dim']}, dropout {config['dropout']}, "
         f"sequence {config['sequence_length']}, batch {config['batch_size']}; ViT {config['image_size']}x"
-        f"{config['image_size']} images, patch {config['patch_size']}. keras-hub: GPT2Backbone/BertBackbone/"
-        "ViTBackbone with identical hyperparameters and the same heads; each side trains with its "
+        f"{config['image_size']} images, patch {config['patch_size']}; bert_mlm: the masked-LM head at "
+        f"{config.get('num_masked', '-')} masked positions per sequence. keras-hub: GPT2Backbone/BertBackbone/"
+        "ViTBackbone (BertMaskedLM for bert_mlm) with identical hyperparameters and the same heads; "
+        "our BERT and ViT heads run the last block only at the positions they read (same outputs and "
+        "gradients, less work; MFU counts each side's own matmuls); each side trains with its "
         "library's sparse cross-entropy (ours: keras_transformers.losses, keras-hub: Keras'; the same values). Items/s = tokens/s (ViT: "
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
