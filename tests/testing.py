@@ -15,6 +15,23 @@ def to_numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
+def assert_same_sgd_step(model, reference, x, y, loss, moved, batch_size=None):
+    """One SGD step of `model` and of `reference` from the same weights (matched by
+    path) leaves every weight equal; the weight at path `moved` must have moved."""
+    start = {w.path: to_numpy(w).copy() for w in model.weights}
+    assert set(start) == {w.path for w in reference.weights}
+    after = []
+    for trained in (model, reference):
+        for weight in trained.weights:
+            weight.assign(start[weight.path])
+        trained.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        trained.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        after.append({w.path: to_numpy(w) for w in trained.weights})
+    assert not np.allclose(after[0][moved], start[moved])
+    for path, value in after[1].items():
+        np.testing.assert_allclose(after[0][path], value, atol=1e-5, err_msg=path)
+
+
 def _first(outputs):
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 

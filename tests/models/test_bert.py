@@ -14,7 +14,7 @@ from keras_transformers.models.bert import (
     bert_masked_lm,
     bert_pretraining,
 )
-from tests.testing import to_numpy
+from tests.testing import assert_same_sgd_step, to_numpy
 
 # One small configuration for every forward test, with the shapes of the checkpoints
 # of tests/convert/test_bert.py and of the docstring examples: on JAX each new weight
@@ -284,7 +284,7 @@ def test_classifier_fit_step():
     assert all("key/bias" in path for path in frozen), frozen
 
 
-def _assert_same_sgd_step(model, reference, inputs, labels, loss, moved):
+def _assert_same_outputs_and_step(model, reference, inputs, labels, loss, moved):
     """Equal outputs, then every weight equal after one SGD step from the same start."""
     outputs, expected = model(inputs), reference(inputs)
     assert keras.tree.flatten(keras.tree.map_structure(lambda x: None, outputs)) == (
@@ -292,18 +292,7 @@ def _assert_same_sgd_step(model, reference, inputs, labels, loss, moved):
     )
     for output, value in zip(keras.tree.flatten(outputs), keras.tree.flatten(expected)):
         np.testing.assert_allclose(to_numpy(output), to_numpy(value), atol=1e-5)
-    start = {w.path: to_numpy(w).copy() for w in model.weights}
-    assert set(start) == {w.path for w in reference.weights}
-    after = []
-    for trained in (model, reference):
-        for weight in trained.weights:
-            weight.assign(start[weight.path])
-        trained.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
-        trained.fit(inputs, labels, batch_size=2, epochs=1, verbose=0)
-        after.append({w.path: to_numpy(w) for w in trained.weights})
-    assert not np.allclose(after[0][moved], start[moved])
-    for path, value in after[1].items():
-        np.testing.assert_allclose(after[0][path], value, atol=1e-5, err_msg=path)
+    assert_same_sgd_step(model, reference, inputs, labels, loss, moved, batch_size=2)
 
 
 # The heads read only some positions of the last block, which computes those alone.
@@ -318,7 +307,7 @@ def test_classifier_runs_the_last_block_at_cls_only():
     head = keras.layers.Dense(3, name="classifier_dense")
     reference = keras.Model(backbone.input, head(backbone.output["pooled_output"]))
     head.set_weights(model.get_layer("classifier_dense").get_weights())
-    _assert_same_sgd_step(
+    _assert_same_outputs_and_step(
         model,
         reference,
         _inputs(),
@@ -362,7 +351,7 @@ def test_masked_heads_run_the_last_block_at_their_positions_only(head):
         )
         labels = {"mlm_logits": labels, "nsp_logits": np.array([0, 1])}
         loss = {"mlm_logits": loss, "nsp_logits": loss}
-    _assert_same_sgd_step(
+    _assert_same_outputs_and_step(
         model, reference, inputs, labels, loss, moved="encoder_block_1/feedforward/output_dense/kernel"
     )
 

@@ -10,7 +10,7 @@ import pytest
 from keras_transformers.layers import PatchEmbedding, TransformerEncoderBlock
 from keras_transformers.models import from_preset
 from keras_transformers.models.vit import CONFIGS, vit
-from tests.testing import to_numpy
+from tests.testing import assert_same_sgd_step, to_numpy
 
 # Every model built here has the tiny preset's sizes (4 heads for MID_SIZE, the size of
 # tests/convert/test_vit.py's checkpoint): on JAX each new weight or input shape costs
@@ -151,19 +151,14 @@ def test_class_token_head_runs_the_last_block_at_one_token():
     twin = _headless_twin(token)
     head = keras.layers.Dense(10, name="classifier")
     full = keras.Model(twin.input, head(twin.output[:, 0]))
-    head.set_weights(token.get_layer("classifier").get_weights())
-    labels = np.array([1, 2])
-    before = to_numpy(token.get_layer("encoder_block_1").weights[0]).copy()
-    for model in (token, full):
-        model.compile(
-            optimizer=keras.optimizers.SGD(0.5),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        model.fit(images, labels, epochs=1, verbose=0)
-    assert not np.allclose(before, to_numpy(token.get_layer("encoder_block_1").weights[0]))
-    for layer in twin.layers + [head]:
-        for a, b in zip(layer.weights, token.get_layer(layer.name).weights):
-            np.testing.assert_allclose(to_numpy(b), to_numpy(a), atol=1e-5, err_msg=a.path)
+    assert_same_sgd_step(
+        token,
+        full,
+        images,
+        np.array([1, 2]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        moved=token.get_layer("encoder_block_1").weights[0].path,
+    )
 
 
 def test_without_head():
