@@ -2,13 +2,15 @@
 
 A training step of throughput.py's GPT-2 is a fixed list of matrix products: per layer the
 Q/K/V, output and feed-forward projections and the two batched attention products, then the
-tied vocabulary projection, each once forward and twice backward (the input's and the
-weight's gradient). Any implementation of the same math (ours, keras-hub's) does at least
-these products. This script times each one alone, compiled the backend's usual way, in the
-fastest of the equivalent operand layouts (A B, A B^T, A^T B, ...; Q/K/V as one product when
-that is faster than three; on TensorFlow with or without XLA), and sums them: the *floor*, a lower bound on the step time
-that leaves out every norm, softmax, dropout, loss and optimizer update. Then it times both
-libraries' `train_on_batch` (alternating, as throughput.py does) and prints
+tied vocabulary projection, each once forward and twice backward (the gradients of its left
+and right operands: "input" and "weight" gradient, for Q K^T and P V the gradients of Q or P
+and of K or V). Any implementation of the same math (ours, keras-hub's) does at least these
+products. This script times each one alone, compiled the backend's usual way, in the fastest
+of the equivalent operand layouts (A B, A B^T, A^T B, ...; Q/K/V as one product when that is
+faster than three; on TensorFlow with or without XLA), and sums them: the *floor*, a lower
+bound on the step time that leaves out every norm, softmax, dropout, loss and optimizer
+update. Then it times both libraries' `train_on_batch` (alternating, as throughput.py does)
+and prints
 
     ceiling = keras-hub step / floor
 
