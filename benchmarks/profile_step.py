@@ -3,8 +3,10 @@
 The models and batch are throughput.py's. Per backend:
 
 - jax: XLA's cost and memory analyses of the compiled forward + backward pass (FLOPs, bytes
-  accessed, HLO size, temporary buffers) for both libraries, and the step time with dropout
-  on and off (its random numbers are the one cost that is not a matmul);
+  accessed, HLO size, temporary buffers) for both libraries, the step time with dropout
+  on and off, and (with dropout) where the compiled step's time goes: each executed HLO
+  op's time from a `jax.profiler` trace, grouped (matrix products, dropout's random
+  numbers, loss, the rest) and the slowest ops with the JAX operation they come from;
 - torch: `torch.profiler`'s operators by self CPU time over a few `train_on_batch` steps;
 - tensorflow: `train_on_batch` with `jit_compile` False (what "auto" picks on a CPU) and True.
 
@@ -29,12 +31,12 @@ def _loss_and_grad(model, jax, keras):
     return jax.jit(jax.value_and_grad(loss_fn))
 
 
-def profile_jax(model_name, config, repeats):
+def profile_jax(model_name, config, repeats, top):
     import jax
     import keras
 
     inputs, labels = throughput.example_inputs(model_name, config)
-    steps = {}
+    steps, hlo_ops = {}, {}
     for dropout in (config["dropout"], 0.0):
         for library in throughput.LIBRARIES:
             model = throughput.build(model_name, library, dict(config, dropout=dropout))
@@ -45,6 +47,7 @@ def profile_jax(model_name, config, repeats):
             compiled = grad.lower(trainable, non_trainable, x, labels).compile()
             temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
             if dropout:
+                hlo_ops[library] = (compiled, trainable, non_trainable, x)
                 cost = compiled.cost_analysis()
                 cost = cost[0] if isinstance(cost, list) else cost
                 print(
@@ -60,6 +63,63 @@ def profile_jax(model_name, config, repeats):
                 )
             )
     _print_times(steps, repeats, "forward+backward ms (library, dropout)")
+    for library, (compiled, *arguments) in hlo_ops.items():
+        _print_hlo_op_times(library, compiled, arguments, labels, top)
+
+
+def _print_hlo_op_times(library, compiled, arguments, labels, top, calls=3):
+    """Traces `calls` runs of `compiled` and prints its HLO ops' time per run, grouped and
+    the `top` slowest (XLA on the CPU names each executed fusion in the trace)."""
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    import jax
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the trace's format
+
+    origin = {  # HLO instruction -> (shape, the JAX operation it was lowered from)
+        match[1]: (match[2], match[3])
+        for match in re.finditer(
+            r'^\s*(?:ROOT )?%(\S+) = (\S+) .*?op_name="([^"]*)"', compiled.as_text(), re.M
+        )
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            for _ in range(calls):
+                jax.block_until_ready(compiled(*arguments, labels))
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+    seconds = collections.Counter()
+    for plane in space.planes:
+        names = {key: value.name for key, value in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if name in origin:  # an HLO op (not the executor's own events)
+                    seconds[name] += event.duration_ps * 1e-12 / calls
+    groups = collections.Counter()
+    for name, value in seconds.items():
+        groups[_hlo_group(name, origin[name][1])] += value
+    print(f"--- {library}: HLO op time per forward+backward, {1e3 * sum(seconds.values()):.1f} ms in all")
+    for group, value in groups.most_common():
+        print(f"  {group}: {1e3 * value:.1f} ms")
+    for name, value in seconds.most_common(top):
+        shape, operation = origin[name]
+        print(f"  {1e3 * value:6.2f} ms {name} {shape} {operation[-90:]}")
+
+
+def _hlo_group(name, operation):
+    if name.startswith(("dot", "ynn_fusion", "xnn_fusion", "onednn")):
+        # XLA's CPU backend also hands some reductions to YNNPACK, and fuses the
+        # vocabulary projection with the loss's first reduction.
+        return "matrix products (and the reductions in their fusions)"
+    if any(word in operation for word in ("_bernoulli", "_uniform", "threefry", "random")):
+        return "dropout random numbers"
+    if "crossentropy" in operation or "log_softmax" in operation:
+        return "loss"
+    return "the rest (element-wise fusions, copies, transposes)"
 
 
 def profile_torch(model_name, config, top):
@@ -115,7 +175,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=throughput.MODELS, default="gpt2")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--top", type=int, default=15, help="torch: operators listed")
+    parser.add_argument("--top", type=int, default=15, help="torch: operators listed; jax: HLO ops")
     args = parser.parse_args()
     import keras
 
@@ -123,7 +183,7 @@ def main():
     config = dict(throughput.CONFIG)
     print(f"{backend}, {args.model}, {common.machine()}")
     if backend == "jax":
-        profile_jax(args.model, config, args.repeats)
+        profile_jax(args.model, config, args.repeats, args.top)
     elif backend == "torch":
         profile_torch(args.model, config, args.top)
     elif backend == "tensorflow":
