@@ -101,10 +101,14 @@ def _cross_entropy_from_logits(y_true, logits):
     (batch, sequence, vocabulary) logits of a language model: on PyTorch it moves the
     class axis to position 1 (a full copy, and a log-softmax over a strided axis), and on
     JAX it builds one-hot labels of the vocabulary's width. Forward + backward of
-    (8, 128, 8192) logits on the 2-core CPU (benchmarks/loss.py): PyTorch 119 -> 58 ms,
-    JAX 44 -> 24 ms, TensorFlow 31 -> 31 ms. The per-position losses and gradients agree
-    with Keras' to float32 rounding (tests/test_losses.py).
+    (8, 128, 8192) logits on the 2-core CPU (benchmarks/loss.py): PyTorch 95 -> 22 ms
+    (Keras' `cross_entropy` kernel on 2-D logits, which this used before
+    `_torch_cross_entropy`: 36 ms), JAX 44 -> 24 ms, TensorFlow 31 -> 31 ms. The
+    per-position losses and gradients agree with Keras' to float32 rounding
+    (tests/test_losses.py).
     """
+    if keras.backend.backend() == "torch" and _TorchCrossEntropyFromLogits is not None:
+        return _torch_cross_entropy(y_true, logits)
     if keras.backend.backend() == "jax":
         # log-sum-exp minus the label's logit: XLA fuses both reductions, and no
         # (..., K) one-hot or log-probabilities tensor is materialised.
@@ -112,11 +116,64 @@ def _cross_entropy_from_logits(y_true, logits):
             logits, ops.expand_dims(ops.cast(y_true, "int32"), -1), axis=-1
         )
         return ops.logsumexp(logits, axis=-1) - ops.squeeze(label_logits, -1)
-    # Keras' fused kernel (TensorFlow's sparse softmax cross-entropy, PyTorch's
-    # `cross_entropy`) on 2-D (N, K) logits, where the class axis is already in place.
+    # Keras' fused kernel (TensorFlow's sparse softmax cross-entropy; PyTorch's
+    # `cross_entropy` if the backend was switched to PyTorch after this module was
+    # imported) on 2-D (N, K) logits, where the class axis is already in place.
     num_classes = logits.shape[-1]
     losses = ops.sparse_categorical_crossentropy(
-        ops.reshape(ops.cast(y_true, "int32"), (-1,)), ops.reshape(logits, (-1, num_classes)), from_logits=True
+        ops.reshape(ops.cast(y_true, "int32"), (-1,)),  # (N,)
+        ops.reshape(logits, (-1, num_classes)),  # (N, K)
+        from_logits=True,
     )  # (N,)
     return ops.reshape(losses, ops.shape(logits)[:-1])
 
+
+def _torch_cross_entropy(y_true, logits):
+    """PyTorch: -log softmax(logits)[y_true] with its own backward, softmax(logits) -
+    onehot(y_true) computed in place.
+
+    `torch.nn.functional.cross_entropy` (Keras' kernel) keeps the (N, K) log-probabilities
+    for its backward, which then zero-fills an (N, K) gradient for `nll_loss`, scatters
+    into it and runs `log_softmax`'s backward over it: three passes over the largest
+    tensor of a language model's step, and one more (N, K) tensor alive until then. This
+    keeps only the logits (alive anyway), computes the loss a block of rows at a time,
+    and the gradient as one softmax, a scatter of -1 at the labels and a scale by the
+    incoming gradient. PyTorch has no fused kernel that returns this gradient, so it is
+    written here.
+    """
+    num_classes = logits.shape[-1]
+    labels = ops.reshape(ops.cast(y_true, "int64"), (-1,))
+    losses = _TorchCrossEntropyFromLogits.apply(ops.reshape(logits, (-1, num_classes)), labels)
+    return ops.reshape(losses, ops.shape(logits)[:-1])
+
+
+_TorchCrossEntropyFromLogits = None
+if keras.backend.backend() == "torch":
+    # Defined at import (so that `torch.compile` sees a plain class), and only on PyTorch
+    # (so that importing this module on another backend does not import torch).
+    import torch
+
+    class _TorchCrossEntropyFromLogits(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, labels):  # (N, K) float, (N,) int64 -> (N,)
+            ctx.save_for_backward(logits, labels)
+            # In blocks of rows of at most 2**20 values (4 MiB in float32): on a CPU a
+            # fresh (N, K) tensor is a new memory mapping whose page faults cost more than
+            # the log-softmax itself (8 x 128 x 8192 logits: 13.5 -> 3.2 ms), and only the
+            # label's entry of each row is kept anyway.
+            rows = max(1, 2**20 // logits.shape[-1])
+            return torch.cat(
+                [
+                    -torch.log_softmax(block, dim=-1).gather(-1, block_labels[:, None]).squeeze(-1)
+                    for block, block_labels in zip(logits.split(rows), labels.split(rows))
+                ]
+            )
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):  # (N,) -> (N, K)
+            logits, labels = ctx.saved_tensors
+            grad_logits = torch.softmax(logits, dim=-1)
+            minus_one = torch.full_like(labels[:, None], -1, dtype=grad_logits.dtype)
+            grad_logits.scatter_add_(-1, labels[:, None], minus_one)
+            return grad_logits.mul_(grad[:, None]), None
