@@ -1,12 +1,14 @@
 """Where a training step's time goes, ours and keras-hub's, on the current backend.
 
-The models and batch are throughput.py's. Per backend:
+The models, batch and losses are throughput.py's (each side trains with its library's
+loss). Per backend:
 
 - jax: XLA's cost and memory analyses of the compiled forward + backward pass (FLOPs, bytes
   accessed, HLO size, temporary buffers) for both libraries, the step time with dropout
   on and off, and (with dropout) where the compiled step's time goes: each executed HLO
   op's time from a `jax.profiler` trace, grouped (matrix products, dropout's random
-  numbers, loss, the rest) and the slowest ops with the JAX operation they come from;
+  numbers, loss, the rest) and the slowest ops with the JAX operation they come from (an
+  op that runs on both cores' threads counts on each: the sum can exceed the step time);
 - torch: `torch.profiler`'s operators by self CPU time over a few `train_on_batch` steps;
 - tensorflow: `train_on_batch` with `jit_compile` False (what "auto" picks on a CPU) and True.
 
@@ -21,8 +23,8 @@ import common
 import throughput
 
 
-def _loss_and_grad(model, jax, keras):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def _loss_and_grad(model, library, jax):
+    loss = throughput.library_loss(library)  # each side's, as throughput.py trains them
 
     def loss_fn(trainable, non_trainable, x, y):
         logits, _ = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -33,7 +35,6 @@ def _loss_and_grad(model, jax, keras):
 
 def profile_jax(model_name, config, repeats, top):
     import jax
-    import keras
 
     inputs, labels = throughput.example_inputs(model_name, config)
     steps, hlo_ops = {}, {}
@@ -43,7 +44,7 @@ def profile_jax(model_name, config, repeats, top):
             x = throughput.library_inputs(model_name, library, inputs)
             trainable = [v.value for v in model.trainable_variables]
             non_trainable = [v.value for v in model.non_trainable_variables]
-            grad = _loss_and_grad(model, jax, keras)
+            grad = _loss_and_grad(model, library, jax)
             compiled = grad.lower(trainable, non_trainable, x, labels).compile()
             temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
             if dropout:
@@ -139,17 +140,12 @@ def profile_torch(model_name, config, top):
 
 
 def profile_tensorflow(model_name, config, repeats):
-    import keras
-
     inputs, labels = throughput.example_inputs(model_name, config)
     steps = {}
     for library in throughput.LIBRARIES:
         for jit_compile in (False, True):
-            model = throughput.build(model_name, library, config)
-            model.compile(
-                optimizer=keras.optimizers.AdamW(1e-4),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=jit_compile,
+            model = throughput.compile_model(
+                throughput.build(model_name, library, config), library, jit_compile
             )
             x = throughput.library_inputs(model_name, library, inputs)
             model.train_on_batch(x, labels)

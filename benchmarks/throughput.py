@@ -183,8 +183,8 @@ def _with_head(keras, backbone, features, config, model_name, dtype):
     return keras.Model(backbone.input, keras.ops.cast(logits, "float32"), name=f"{backbone.name}_head")
 
 
-def compile_model(model, library):
-    """AdamW and sparse cross-entropy from logits: for keras-hub, Keras' loss (what its
+def library_loss(library):
+    """Sparse cross-entropy from logits: for keras-hub, Keras' loss (what its
     `GPT2CausalLM`/`TextClassifier` compile with); for ours, ours (the same values, faster
     on PyTorch and JAX: benchmarks/loss.py)."""
     import keras
@@ -192,10 +192,17 @@ def compile_model(model, library):
     from keras_transformers.losses import SparseCategoricalCrossentropy
 
     if library == "ours":
-        loss = SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size")
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=loss, jit_compile="auto")
+        return SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size")
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_model(model, library, jit_compile="auto"):
+    """AdamW and the library's loss (`library_loss`)."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4), loss=library_loss(library), jit_compile=jit_compile
+    )
     return model
 
 
