@@ -71,6 +71,7 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         self.from_logits = from_logits
 
     def call(self, y_true, y_pred):
+        y_true = _labels_for(y_true, y_pred)
         y_pred = ops.cast(y_pred, "float32")
         if self.from_logits and not self.label_smoothing:
             return _cross_entropy_from_logits(y_true, y_pred)
@@ -92,6 +93,28 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         config = super().get_config()
         config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
         return config
+
+
+def _labels_for(y_true, y_pred):
+    """`y_true` checked against `y_pred` (..., K): the same shape without the class axis,
+    or with a trailing axis of 1 (dropped here, as Keras' sparse losses accept it).
+
+    Before any work: a mismatch would otherwise fail deep in a backend kernel, or, where
+    labels and rows are paired off in blocks (PyTorch), pair the wrong ones. Unknown
+    (traced) sizes are not compared.
+    """
+    labels_shape, rows_shape = tuple(y_true.shape), tuple(y_pred.shape)[:-1]
+    if len(labels_shape) == len(rows_shape) + 1 and labels_shape[-1] == 1:
+        y_true, labels_shape = ops.squeeze(y_true, -1), labels_shape[:-1]
+    if len(labels_shape) != len(rows_shape) or any(
+        a is not None and b is not None and a != b for a, b in zip(labels_shape, rows_shape)
+    ):
+        raise ValueError(
+            "`y_true` must have the shape of `y_pred` without its last (class) axis. "
+            f"Received: y_true with shape={labels_shape} and y_pred with "
+            f"shape={tuple(y_pred.shape)}"
+        )
+    return y_true
 
 
 def _cross_entropy_from_logits(y_true, logits):

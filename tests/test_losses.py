@@ -117,3 +117,32 @@ def test_from_logits_trains_like_keras_sparse_crossentropy(classes):
         weights.append([to_numpy(w) for w in model.weights])
     for ours, reference in zip(*weights):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_labels_with_a_trailing_axis_of_one_equal_plain_labels(label_smoothing):
+    logits, labels = _data()
+    loss = SparseCategoricalCrossentropy(
+        label_smoothing=label_smoothing, from_logits=True, reduction=None
+    )
+    np.testing.assert_allclose(
+        to_numpy(loss(labels[..., None], logits)), to_numpy(loss(labels, logits)), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "logits_shape, labels_shape",
+    [
+        ((3, 5, 7), (3, 4)),
+        ((3, 5, 7), (3, 5, 2)),
+        ((3, 5, 7), (15,)),
+        # 16 rows of 2**17 classes are two blocks of 8 on PyTorch, and 32 labels four: they
+        # must not be paired off block by block.
+        ((2, 8, 2**17), (2, 16)),
+    ],
+)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_labels_of_another_shape_raise(logits_shape, labels_shape, label_smoothing):
+    loss = SparseCategoricalCrossentropy(label_smoothing=label_smoothing, from_logits=True)
+    with pytest.raises(ValueError, match=r"`y_true` must have the shape of `y_pred`.*shape=\("):
+        loss(np.zeros(labels_shape, "int32"), np.zeros(logits_shape, "float32"))
