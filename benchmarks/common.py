@@ -8,6 +8,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import resource
 import time
 
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -68,3 +69,16 @@ def seconds_per_call(fn, iterations):
     for _ in range(iterations):
         fn()
     return (time.perf_counter() - start) / iterations
+
+
+def minor_page_faults():
+    """Page faults this process has taken so far (all threads) that needed no disk read:
+    mostly first touches of freshly mapped memory, each one a 4 KiB page the kernel maps
+    and zero-fills (a 2 MiB one under transparent huge pages)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def malloc_tunables():
+    """The glibc malloc tunables this process started with (`GLIBC_TUNABLES`), or "default"."""
+    tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.")]
+    return ":".join(tunables) or "default"

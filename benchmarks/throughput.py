@@ -31,6 +31,16 @@ Model FLOPs utilisation: the matmul FLOPs of one step, counted from the configur
 (`step_flops`; training = 3 x forward), over the step time, as a fraction of the backend's
 own measured matmul rate (`matmul_peak`, the best of several square products).
 
+Page faults: the process' minor page faults per step, counted around each side's timed
+steps (`common.minor_page_faults`). On a CPU, XLA (JAX) allocates a step's temporaries
+afresh at every execution, and PyTorch each large tensor; glibc maps a block above its mmap
+threshold (at most 32 MiB) straight from the kernel and unmaps it on free, so each step
+first-touches that memory again, one 4 KiB fault per page (about 3 us each on the 2-core VM
+these figures come from: 57,000 a step for our JAX GPT-2, whose XLA temporaries are 207
+MiB). The run's malloc
+setting is recorded (`malloc`); `run_throughput.sh` runs each backend with glibc's defaults
+and with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
+
 Peak memory: each model is also built and trained for a few steps in its own process
 (`--memory`), which reports the growth of the process' peak resident memory over its
 baseline after imports (CPU), or the framework allocator's peak (GPU: torch
@@ -340,9 +350,12 @@ def measure(config, models, repeats, steps, warmup, dtype):
                 for _ in range(warmup):
                     step()
             times = {library: [] for library in by_library}
+            faults = {library: [] for library in by_library}
             for _ in range(repeats):
                 for library, step in by_library.items():  # alternating, so drift hits both
+                    before = common.minor_page_faults()
                     times[library].append(common.seconds_per_call(step, steps))
+                    faults[library].append((common.minor_page_faults() - before) / steps)
             items = items_per_step(model_name, config)
             entry = {}
             for library, values in times.items():
@@ -353,6 +366,7 @@ def measure(config, models, repeats, steps, warmup, dtype):
                     "step_ms": round(1e3 * seconds, 3),
                     "step_ms_all": [round(1e3 * t, 3) for t in values],
                     "mfu": round(flops / seconds / peak, 4),
+                    "page_faults_per_step": round(statistics.median(faults[library])),
                 }
             entry["speedup"] = round(
                 entry["ours"]["items_per_second"] / entry["keras_hub"]["items_per_second"], 3
@@ -363,7 +377,8 @@ def measure(config, models, repeats, steps, warmup, dtype):
                 f"ours {entry['ours']['items_per_second']:9.0f}/s  "
                 f"keras-hub {entry['keras_hub']['items_per_second']:9.0f}/s  "
                 f"speedup {entry['speedup']:.2f}x  MFU ours {entry['ours']['mfu']:.1%} "
-                f"keras-hub {entry['keras_hub']['mfu']:.1%}",
+                f"keras-hub {entry['keras_hub']['mfu']:.1%}  page faults/step ours "
+                f"{entry['ours']['page_faults_per_step']} keras-hub {entry['keras_hub']['page_faults_per_step']}",
                 flush=True,
             )
         del built
@@ -467,6 +482,7 @@ def run(args):
         "backend": keras.backend.backend(),
         "accelerator": common.accelerator(),
         "dtype_policy": args.dtype or "float32",
+        "malloc": common.malloc_tunables(),
         "versions": common.versions("keras-hub"),
         "machine": common.machine(),
         "date": common.today(),
@@ -483,7 +499,14 @@ def table(paths):
     for path in paths:
         with open(path) as f:
             runs.append(json.load(f))
-    runs.sort(key=lambda r: (r.get("accelerator") or "", common.BACKEND_ORDER.get(r["backend"], 3), r["dtype_policy"]))
+    runs.sort(
+        key=lambda r: (
+            r.get("accelerator") or "",
+            common.BACKEND_ORDER.get(r["backend"], 3),
+            r["dtype_policy"],
+            r.get("malloc", "default") != "default",
+        )
+    )
     config = runs[0]["config"] if runs else CONFIG
     lines = [
         "# Throughput: keras_transformers vs keras-hub",
@@ -501,12 +524,17 @@ def table(paths):
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
         "training: >= 60%); memory = peak during build + compile + 3 training steps, each model in "
-        "its own process (targets: ours <= keras-hub).",
+        "its own process (targets: ours <= keras-hub). Page faults = the process' minor page "
+        "faults per step (first touches of freshly mapped memory, each a 4 KiB page the kernel "
+        "zero-fills; about 3 us each on the 2-core CPU VM), ours / keras-hub. malloc = the run's glibc "
+        "tunables: `hugetlb=1` (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) backs malloc's large "
+        "blocks with 2 MiB transparent huge pages, 512 times fewer faults (see the README's "
+        "CPU performance section).",
         "",
-        "| device | backend | dtype | model | train ours/s | train keras-hub/s | train speedup | MFU ours "
-        "| MFU keras-hub | infer ours/s | infer keras-hub/s | infer speedup | memory ours MiB "
-        "| memory keras-hub MiB |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| device | backend | dtype | malloc | model | train ours/s | train keras-hub/s | train speedup "
+        "| MFU ours | MFU keras-hub | infer ours/s | infer keras-hub/s | infer speedup "
+        "| memory ours MiB | memory keras-hub MiB | train page faults/step | infer page faults/step |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         device = r.get("accelerator") or "CPU"
@@ -514,18 +542,21 @@ def table(paths):
             t, i = result["training"], result["inference"]
             memory = result.get("peak_memory_bytes", {})
             mib = {lib: f"{memory[lib] / 2**20:.0f}" if lib in memory else "-" for lib in LIBRARIES}
+            malloc = r.get("malloc", "default").replace("glibc.malloc.", "") if device == "CPU" else "-"
             lines.append(
-                f"| {device} | {r['backend']} | {r['dtype_policy']} | {model_name} "
+                f"| {device} | {r['backend']} | {r['dtype_policy']} | {malloc} | {model_name} "
                 f"| {t['ours']['items_per_second']:,.0f} | {t['keras_hub']['items_per_second']:,.0f} "
                 f"| {t['speedup']:.2f}x | {_percent(t['ours']['mfu'])} | {_percent(t['keras_hub']['mfu'])} "
                 f"| {i['ours']['items_per_second']:,.0f} | {i['keras_hub']['items_per_second']:,.0f} "
-                f"| {i['speedup']:.2f}x | {mib['ours']} | {mib['keras_hub']} |"
+                f"| {i['speedup']:.2f}x | {mib['ours']} | {mib['keras_hub']} "
+                f"| {_faults(t)} | {_faults(i)} |"
             )
     lines += ["", "Runs:", ""]
     for r in runs:
         versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
         lines.append(
-            f"- {r['backend']} ({r['dtype_policy']}), {r['date']}: {r['machine']}; {versions}; "
+            f"- {r['backend']} ({r['dtype_policy']}{_malloc_note(r)}), {r['date']}: "
+            f"{r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
             f"timing {r['timing']}; {_loss_note(r)}."
         )
@@ -537,6 +568,18 @@ def _loss_note(run):
     if "loss" not in run:
         return "both sides trained with Keras' loss"
     return f"loss ours {run['loss']['ours']}, keras-hub {run['loss']['keras_hub']}"
+
+
+def _malloc_note(run):
+    return "" if run.get("accelerator") else f", malloc {run.get('malloc', 'default')}"
+
+
+def _faults(entry):
+    """Page faults per step, "ours / keras-hub" ("-" for runs from before they were counted)."""
+    counts = [entry[lib].get("page_faults_per_step") for lib in LIBRARIES]
+    if None in counts:
+        return "-"
+    return " / ".join(f"{n / 1000:.1f}k" if n >= 1000 else str(n) for n in counts)
 
 
 def _percent(fraction):
