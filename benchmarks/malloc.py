@@ -6,7 +6,7 @@ glibc maps a block above its mmap threshold (at most 32 MiB) straight from the k
 unmaps it on free, so every step first-touches that memory again: one minor page fault per
 4 KiB page, which the kernel maps and zero-fills. `glibc.malloc.hugetlb=1` (glibc 2.35 or
 later, with transparent huge pages in "madvise" or "always" mode) makes malloc ask for 2 MiB
-pages: 512 times fewer faults. A tunable is read when the process starts, so each setting
+pages, each fault mapping 512 times as much. A tunable is read when the process starts, so each setting
 runs in its own child process, the two alternating `--pairs` times so that the machine's
 drift hits both; each child times both libraries' models (throughput.py's, same
 configuration) alternately: `train_on_batch` and `predict_on_batch`, ms per step and minor

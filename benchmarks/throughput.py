@@ -37,9 +37,8 @@ afresh at every execution, and PyTorch each large tensor; glibc maps a block abo
 threshold (at most 32 MiB) straight from the kernel and unmaps it on free, so each step
 first-touches that memory again, one 4 KiB fault per page (about 3 us each on the 2-core VM
 these figures come from: 57,000 a step for our JAX GPT-2, whose XLA temporaries are 207
-MiB). The run's malloc
-setting is recorded (`malloc`); `run_throughput.sh` runs each backend with glibc's defaults
-and with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
+MiB). The run's malloc setting is recorded (`malloc`); `run_throughput.sh` runs each backend
+with glibc's defaults and with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
 
 Peak memory: each model is also built and trained for a few steps in its own process
 (`--memory`), which reports the growth of the process' peak resident memory over its
@@ -528,7 +527,7 @@ def table(paths):
         "faults per step (first touches of freshly mapped memory, each a 4 KiB page the kernel "
         "zero-fills; about 3 us each on the 2-core CPU VM), ours / keras-hub. malloc = the run's glibc "
         "tunables: `hugetlb=1` (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) backs malloc's large "
-        "blocks with 2 MiB transparent huge pages, 512 times fewer faults (see the README's "
+        "blocks with 2 MiB transparent huge pages, each fault mapping 512 times as much (see the README's "
         "CPU performance section).",
         "",
         "| device | backend | dtype | malloc | model | train ours/s | train keras-hub/s | train speedup "
