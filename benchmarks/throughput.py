@@ -43,7 +43,11 @@ with glibc's defaults and with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
 Peak memory: each model is also built and trained for a few steps in its own process
 (`--memory`), which reports the growth of the process' peak resident memory over its
 baseline after imports (CPU), or the framework allocator's peak (GPU: torch
-`max_memory_allocated`, JAX `peak_bytes_in_use` with preallocation off).
+`max_memory_allocated`, JAX `peak_bytes_in_use` with preallocation off); the median of
+`--memory-repeats` such processes per library (3; the two libraries alternate). On JAX's CPU
+backend most of that peak is XLA compiling the training step, which grows with the number of
+distinct kernels (about 1 MiB each) and stays mapped as freed malloc heap while the first steps
+run.
 
     KERAS_BACKEND=jax python benchmarks/throughput.py \
         --output benchmarks/results/throughput_jax.json
@@ -447,25 +451,37 @@ def peak_memory(model_name, library, config, dtype, steps=3):
     return sampler.stop() - baseline
 
 
-def memory_in_subprocesses(config, models, dtype):
-    """Peak memory of each model, each in a fresh process (peaks do not reset in-process)."""
+def memory_in_subprocesses(config, models, dtype, repeats=3):
+    """Peak memory of each model, each in a fresh process (peaks do not reset in-process):
+    the median of `repeats` runs per library, the libraries alternating (one process'
+    peak resident memory moves by tens of MiB from run to run on the CPU)."""
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    memory = {}
+    memory, samples = {}, {}
     for model_name in models:
-        memory[model_name] = {}
-        for library in LIBRARIES:
-            command = [sys.executable, __file__, "--memory", model_name, library, "--config",
-                       json.dumps(config)]
-            if dtype:
-                command += ["--dtype", dtype]
-            out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-            lines = [line for line in out.stdout.splitlines() if line.startswith("peak_bytes=")]
-            if out.returncode or not lines:
-                raise RuntimeError(f"memory run of {model_name}/{library} failed:\n{out.stderr[-3000:]}")
-            memory[model_name][library] = int(lines[-1].split("=", 1)[1])
-            print(f"{model_name:4s} {library:9s} peak memory {memory[model_name][library] / 2**20:8.1f} MiB",
-                  flush=True)
-    return memory
+        samples[model_name] = {library: [] for library in LIBRARIES}
+        for repeat in range(repeats):
+            order = LIBRARIES if repeat % 2 == 0 else LIBRARIES[::-1]
+            for library in order:
+                command = [sys.executable, __file__, "--memory", model_name, library, "--config",
+                           json.dumps(config)]
+                if dtype:
+                    command += ["--dtype", dtype]
+                out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                lines = [line for line in out.stdout.splitlines() if line.startswith("peak_bytes=")]
+                if out.returncode or not lines:
+                    raise RuntimeError(
+                        f"memory run of {model_name}/{library} failed:\n{out.stderr[-3000:]}"
+                    )
+                samples[model_name][library].append(int(lines[-1].split("=", 1)[1]))
+        memory[model_name] = {
+            library: int(statistics.median(values)) for library, values in samples[model_name].items()
+        }
+        print(
+            f"{model_name:4s} peak memory (median of {repeats}) "
+            + "  ".join(f"{library} {memory[model_name][library] / 2**20:.1f} MiB" for library in LIBRARIES),
+            flush=True,
+        )
+    return memory, samples
 
 
 def run(args):
@@ -474,9 +490,10 @@ def run(args):
     config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
     measured = measure(config, args.models, args.repeats, args.steps, args.warmup, args.dtype)
     if not args.skip_memory:
-        memory = memory_in_subprocesses(config, args.models, args.dtype)
+        memory, samples = memory_in_subprocesses(config, args.models, args.dtype, args.memory_repeats)
         for model_name, by_library in memory.items():
             measured["results"][model_name]["peak_memory_bytes"] = by_library
+            measured["results"][model_name]["peak_memory_samples"] = samples[model_name]
     return {
         "backend": keras.backend.backend(),
         "accelerator": common.accelerator(),
@@ -487,6 +504,7 @@ def run(args):
         "date": common.today(),
         "config": config,
         "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
+        "memory_repeats": None if args.skip_memory else args.memory_repeats,
         "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
         "loss": {"ours": "keras_transformers.losses", "keras_hub": "keras.losses"},
         **measured,
@@ -523,7 +541,8 @@ def table(paths):
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
         "training: >= 60%); memory = peak during build + compile + 3 training steps, each model in "
-        "its own process (targets: ours <= keras-hub). Page faults = the process' minor page "
+        "its own process, the median of the runs' `memory_repeats` processes per library (targets: "
+        "ours <= keras-hub). Page faults = the process' minor page "
         "faults per step (first touches of freshly mapped memory, each a 4 KiB page the kernel "
         "zero-fills; about 3 us each on the 2-core CPU VM), ours / keras-hub. malloc = the run's glibc "
         "tunables: `hugetlb=1` (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) backs malloc's large "
@@ -557,9 +576,17 @@ def table(paths):
             f"- {r['backend']} ({r['dtype_policy']}{_malloc_note(r)}), {r['date']}: "
             f"{r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
-            f"timing {r['timing']}; {_loss_note(r)}."
+            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}."
         )
     return "\n".join(lines) + "\n"
+
+
+def _memory_note(run):
+    # Runs from before the memory runs were repeated have no "memory_repeats" key: one each.
+    if not any("peak_memory_bytes" in result for result in run["results"].values()):
+        return "memory not measured"
+    repeats = run.get("memory_repeats", 1)
+    return "memory: one run per library" if repeats == 1 else f"memory: median of {repeats} runs per library"
 
 
 def _loss_note(run):
@@ -597,6 +624,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--config", help="JSON object overriding CONFIG entries (e.g. a bigger batch)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-repeats", type=int, default=3,
+                        help="memory runs per model and library (the median is reported)")
     parser.add_argument("--memory", nargs=2, metavar=("MODEL", "LIBRARY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
