@@ -28,7 +28,9 @@ run() {  # run LIMIT_SECONDS BACKEND ARGS...
 # so name a few per call, e.g. `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`).
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_generation torch_generation)
-memory=()
+# One memory run per library: the allocators' peaks on a GPU do not move from run to run as
+# a CPU process' resident memory does, and device time is short.
+memory=(--memory-repeats 1)
 [ -n "${SKIP_MEMORY:-}" ] && memory=(--skip-memory)
 for part in "${parts[@]}"; do
     case "$part" in

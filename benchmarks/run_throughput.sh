@@ -5,8 +5,8 @@
 # transparent huge pages, see the README's CPU performance section); then regenerates
 # benchmarks/RESULTS.md from every throughput_*.json there (and under
 # benchmarks/results/gpu/, the GPU pass of run_gpu.sh). Extra arguments go to throughput.py
-# (e.g. --repeats 3). Uses .venv (run scripts/setup first). Takes about 30 minutes on 2
-# cores; run it on a quiet machine.
+# (e.g. --repeats 3, --memory-repeats 1). Uses .venv (run scripts/setup first). Takes about
+# 50 minutes on 2 cores; run it on a quiet machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
