@@ -654,6 +654,8 @@ def main():
     args = parser.parse_args()
     if args.memory_only and args.skip_memory:
         parser.error("--memory-only and --skip-memory exclude each other")
+    if args.memory_repeats < 1:
+        parser.error(f"--memory-repeats must be at least 1, got {args.memory_repeats}")
     if args.table:
         print(table(args.table), end="")
         return
