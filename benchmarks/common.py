@@ -82,3 +82,17 @@ def malloc_tunables():
     """The glibc malloc tunables this process started with (`GLIBC_TUNABLES`), or "default"."""
     tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.")]
     return ":".join(tunables) or "default"
+
+
+KEEP_FREED = "keep_freed_memory"  # the malloc setting of keras_transformers.host_memory
+
+
+def keep_freed_memory():
+    """Applies `keras_transformers.host_memory.keep_freed_memory()` to this process (before
+    the backend runs anything); returns the malloc setting to record, or raises where it
+    cannot apply (not glibc)."""
+    from keras_transformers.host_memory import keep_freed_memory
+
+    if not keep_freed_memory():
+        raise SystemExit("keep_freed_memory() applies to glibc only; this process has another C library")
+    return KEEP_FREED

@@ -1,4 +1,5 @@
-"""glibc's default malloc against `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, on the CPU.
+"""glibc's default malloc against `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` and against
+`keras_transformers.host_memory.keep_freed_memory()`, on the CPU.
 
 On a CPU, XLA (JAX) allocates a step's temporaries afresh at every execution and PyTorch
 allocates each large tensor (a language model's logits: 32 MiB at the benchmark's size).
@@ -6,11 +7,13 @@ glibc maps a block above its mmap threshold (at most 32 MiB) straight from the k
 unmaps it on free, so every step first-touches that memory again: one minor page fault per
 4 KiB page, which the kernel maps and zero-fills. `glibc.malloc.hugetlb=1` (glibc 2.35 or
 later, with transparent huge pages in "madvise" or "always" mode) makes malloc ask for 2 MiB
-pages, each fault mapping 512 times as much. A tunable is read when the process starts, so each setting
-runs in its own child process, the two alternating `--pairs` times so that the machine's
-drift hits both; each child times both libraries' models (throughput.py's, same
-configuration) alternately: `train_on_batch` and `predict_on_batch`, ms per step and minor
-page faults per step, medians over `--repeats`.
+pages, each fault mapping 512 times as much. `keep_freed_memory()` (`mallopt`, from Python)
+serves large blocks from the heap and keeps freed ones for the next step: no faults at all
+after the first steps. Each setting holds for a whole process, so each runs in its own child
+process, the settings alternating `--pairs` times so that the machine's drift hits all of
+them; each child times both libraries' models (throughput.py's, same configuration)
+alternately: `train_on_batch` and `predict_on_batch`, ms per step and minor page faults per
+step, medians over `--repeats`.
 
     KERAS_BACKEND=jax python benchmarks/malloc.py --model gpt2 \
         --output benchmarks/results/malloc_jax.json
@@ -26,7 +29,8 @@ import sys
 import common
 import throughput
 
-SETTINGS = {"default": None, "hugetlb": "glibc.malloc.hugetlb=1"}
+# setting: what it changes (the environment's GLIBC_TUNABLES, or a call in the child)
+SETTINGS = {"default": None, "hugetlb": "glibc.malloc.hugetlb=1", "keep_freed": common.KEEP_FREED}
 MODES = ("training", "inference")
 
 
@@ -59,10 +63,12 @@ def child(model_name, repeats, steps):
 
 def run_child(model_name, setting, repeats, steps):
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    if SETTINGS[setting]:
-        env["GLIBC_TUNABLES"] = SETTINGS[setting]
     command = [sys.executable, __file__, "--child", "--model", model_name,
                "--repeats", str(repeats), "--steps", str(steps)]
+    if SETTINGS[setting] == common.KEEP_FREED:
+        command.append("--keep-freed-memory")
+    elif SETTINGS[setting]:
+        env["GLIBC_TUNABLES"] = SETTINGS[setting]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("result=")]
     if out.returncode or not lines:
@@ -78,7 +84,10 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="steps timed per repeat")
     parser.add_argument("--output", help="JSON file to write the results to")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        common.keep_freed_memory()  # before the backend runs anything
     if args.child:
         print("result=" + json.dumps(child(args.model, args.repeats, args.steps)), flush=True)
         return
@@ -108,12 +117,16 @@ def main():
                     "step_ms_all": [round(v, 2) for v in values["ms"]],
                     "page_faults_per_step": round(statistics.median(values["faults"])),
                 }
-            entry["speedup"] = round(entry["default"]["step_ms"] / entry["hugetlb"]["step_ms"], 3)
+            # Each setting's speedup over glibc's default.
+            entry["speedup"] = {
+                setting: round(entry["default"]["step_ms"] / entry[setting]["step_ms"], 3)
+                for setting in SETTINGS if setting != "default"
+            }
             result[library][mode] = entry
-            print(f"{keras.backend.backend():10s} {args.model} {library:9s} {mode:9s} "
-                  f"default {entry['default']['step_ms']:7.1f} ms ({entry['default']['page_faults_per_step']} "
-                  f"faults/step), hugetlb {entry['hugetlb']['step_ms']:7.1f} ms "
-                  f"({entry['hugetlb']['page_faults_per_step']}): {entry['speedup']:.2f}x", flush=True)
+            print(f"{keras.backend.backend():10s} {args.model} {library:9s} {mode:9s} " + ", ".join(
+                f"{setting} {entry[setting]['step_ms']:7.1f} ms ({entry[setting]['page_faults_per_step']} "
+                "faults/step)" + (f" {entry['speedup'][setting]:.2f}x" if setting != "default" else "")
+                for setting in SETTINGS), flush=True)
     if args.output:
         with open(args.output, "w") as f:
             json.dump({

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs benchmarks/throughput.py on tensorflow, jax and torch (one process each), twice: with
 # glibc's default malloc (benchmarks/results/throughput_<backend>.json) and with
-# GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (throughput_<backend>_hugetlb.json: large blocks on
-# transparent huge pages, see the README's CPU performance section); then regenerates
+# --keep-freed-memory (throughput_<backend>_keep_freed.json:
+# keras_transformers.host_memory.keep_freed_memory(), freed blocks kept for the next step, see
+# the README's CPU performance section); then regenerates
 # benchmarks/RESULTS.md from every throughput_*.json there (and under
 # benchmarks/results/gpu/, the GPU pass of run_gpu.sh). Extra arguments go to throughput.py
 # (e.g. --repeats 3, --memory-repeats 1). Uses .venv (run scripts/setup first). Takes about
@@ -15,8 +16,8 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 for backend in tensorflow jax torch; do
     env -u GLIBC_TUNABLES KERAS_BACKEND="$backend" "$py" benchmarks/throughput.py \
         --output "benchmarks/results/throughput_$backend.json" "$@"
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 KERAS_BACKEND="$backend" "$py" benchmarks/throughput.py \
-        --output "benchmarks/results/throughput_${backend}_hugetlb.json" "$@"
+    env -u GLIBC_TUNABLES KERAS_BACKEND="$backend" "$py" benchmarks/throughput.py --keep-freed-memory \
+        --output "benchmarks/results/throughput_${backend}_keep_freed.json" "$@"
 done
 shopt -s nullglob
 "$py" benchmarks/throughput.py --table benchmarks/results/throughput_*.json \

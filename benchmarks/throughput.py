@@ -39,7 +39,9 @@ threshold (at most 32 MiB) straight from the kernel and unmaps it on free, so ea
 first-touches that memory again, one 4 KiB fault per page (about 3 us each on the 2-core VM
 these figures come from: 57,000 a step for our JAX GPT-2, whose XLA temporaries are 207
 MiB). The run's malloc setting is recorded (`malloc`); `run_throughput.sh` runs each backend
-with glibc's defaults and with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
+with glibc's defaults and with `--keep-freed-memory`
+(`keras_transformers.host_memory.keep_freed_memory()`: freed blocks stay in the process for
+the next step, no faults after the first steps).
 
 Peak memory: each model is also built and trained for a few steps in its own process
 (`--memory`), which reports the growth of the process' peak resident memory over its
@@ -468,7 +470,7 @@ def peak_memory(model_name, library, config, dtype, steps=3):
     return sampler.stop() - baseline
 
 
-def memory_in_subprocesses(config, models, dtype, repeats=3):
+def memory_in_subprocesses(config, models, dtype, repeats=3, keep_freed=False):
     """Peak memory of each model, each in a fresh process (peaks do not reset in-process):
     the median of `repeats` runs per library, the libraries alternating (one process'
     peak resident memory moves by tens of MiB from run to run on the CPU)."""
@@ -481,6 +483,8 @@ def memory_in_subprocesses(config, models, dtype, repeats=3):
             for library in order:
                 command = [sys.executable, __file__, "--memory", model_name, library, "--config",
                            json.dumps(config)]
+                if keep_freed:
+                    command.append("--keep-freed-memory")
                 if dtype:
                     command += ["--dtype", dtype]
                 out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -501,7 +505,7 @@ def memory_in_subprocesses(config, models, dtype, repeats=3):
     return memory, samples
 
 
-def run(args):
+def run(args, malloc):
     import keras
 
     config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
@@ -510,7 +514,9 @@ def run(args):
     else:
         measured = measure(config, args.models, args.repeats, args.steps, args.warmup, args.dtype)
     if not args.skip_memory:
-        memory, samples = memory_in_subprocesses(config, args.models, args.dtype, args.memory_repeats)
+        memory, samples = memory_in_subprocesses(
+            config, args.models, args.dtype, args.memory_repeats, args.keep_freed_memory
+        )
         for model_name, by_library in memory.items():
             measured["results"][model_name]["peak_memory_bytes"] = by_library
             measured["results"][model_name]["peak_memory_samples"] = samples[model_name]
@@ -518,7 +524,7 @@ def run(args):
         "backend": keras.backend.backend(),
         "accelerator": common.accelerator(),
         "dtype_policy": args.dtype or "float32",
-        "malloc": common.malloc_tunables(),
+        "malloc": malloc,
         "versions": common.versions("keras-hub"),
         "machine": common.machine(),
         "date": common.today(),
@@ -543,7 +549,7 @@ def table(paths):
             r.get("accelerator") or "",
             common.BACKEND_ORDER.get(r["backend"], 3),
             r["dtype_policy"],
-            r.get("malloc", "default") != "default",
+            {"default": 0, common.KEEP_FREED: 1}.get(r.get("malloc", "default"), 2),
         )
     )
     config = runs[0]["config"] if runs else CONFIG
@@ -567,9 +573,9 @@ def table(paths):
         "ours <= keras-hub). Page faults = the process' minor page "
         "faults per step (first touches of freshly mapped memory, each a 4 KiB page the kernel "
         "zero-fills; about 3 us each on the 2-core CPU VM), ours / keras-hub. malloc = the run's glibc "
-        "tunables: `hugetlb=1` (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) backs malloc's large "
-        "blocks with 2 MiB transparent huge pages, each fault mapping 512 times as much (see the README's "
-        "CPU performance section).",
+        "malloc setting: `keep_freed_memory` (`keras_transformers.host_memory.keep_freed_memory()`, "
+        "applied to the whole process, so to both libraries) keeps freed blocks in the process for "
+        "the next step (see the README's CPU performance section).",
         "",
         "| device | backend | dtype | malloc | model | train ours/s | train keras-hub/s | train speedup "
         "| MFU ours | MFU keras-hub | infer ours/s | infer keras-hub/s | infer speedup "
@@ -650,6 +656,9 @@ def main():
                         help="measure peak memory alone (no throughput; not a table input)")
     parser.add_argument("--memory-repeats", type=int, default=3,
                         help="memory runs per model and library (the median is reported)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="apply keras_transformers.host_memory.keep_freed_memory() first "
+                             "(to the memory processes too)")
     parser.add_argument("--memory", nargs=2, metavar=("MODEL", "LIBRARY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_only and args.skip_memory:
@@ -659,11 +668,13 @@ def main():
     if args.table:
         print(table(args.table), end="")
         return
+    # Before the backend runs anything: a thread that has allocated keeps its malloc arena.
+    malloc = common.keep_freed_memory() if args.keep_freed_memory else common.malloc_tunables()
     if args.memory:
         config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
         print(f"peak_bytes={peak_memory(*args.memory, config, args.dtype)}")
         return
-    result = run(args)
+    result = run(args, malloc)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:
