@@ -172,7 +172,11 @@ def main():
     parser.add_argument("--model", choices=throughput.MODELS, default="gpt2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=15, help="torch: operators listed; jax: HLO ops")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="apply keras_transformers.host_memory.keep_freed_memory() first")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        common.keep_freed_memory()  # before the backend runs anything
     import keras
 
     backend = keras.backend.backend()
