@@ -50,7 +50,7 @@ def keep_freed_memory():
     The cost: the process keeps its peak resident memory until it ends, instead of returning
     freed blocks to the system. Call it first thing, before the backend runs anything: a thread
     that has already allocated keeps its arena. It changes no result. TensorFlow reuses its own
-    buffers and gains nothing from it.
+    buffers in training and gains little from it.
 
     Returns:
         True where the settings were applied (Linux with glibc), False where the C library is
