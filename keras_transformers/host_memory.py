@@ -11,7 +11,6 @@ process, so a step reuses the memory the previous step freed.
 """
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt parameters, from glibc's <malloc.h>.
@@ -63,7 +62,8 @@ def keep_freed_memory():
     """
     if glibc_version() is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    # The process' own symbols: the libc it runs on (no search for a library file).
+    libc = ctypes.CDLL(None)
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     libc.mallopt.restype = ctypes.c_int
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_ARENA_MAX, 1))
