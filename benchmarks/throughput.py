@@ -86,6 +86,7 @@ CONFIG = dict(
 )
 MODELS = ("gpt2", "bert", "vit", "bert_mlm")
 LIBRARIES = ("ours", "keras_hub")
+DEFAULT_TIMING = {"repeats": 5, "steps": 5, "warmup": 3}  # repeats of `steps` timed steps each
 
 
 def example_inputs(model_name, config, seed=0):
@@ -324,8 +325,11 @@ def matmul_peak(dtype="float32", size=None, repeats=20):
     return 2 * size**3 / best
 
 
-def measure(config, models, repeats, steps, warmup, dtype):
-    """Times every model of both libraries alternately; returns the results dict."""
+def measure(config, models, repeats, steps, warmup, dtype, on_model=None):
+    """Times every model of both libraries alternately; returns the results dict.
+
+    `on_model(partial)`, if given, is called after each model with the results so far (the
+    start-of-run matmul peak only), so that a run cut short by a time limit keeps them."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -388,6 +392,13 @@ def measure(config, models, repeats, steps, warmup, dtype):
                 flush=True,
             )
         del built
+        if on_model is not None:
+            on_model({
+                "matmul_peak_flops": round(peak),
+                "matmul_peak_dtype": peak_dtype,
+                "matmul_peak_start_end_flops": [round(peak), None],
+                "results": results,
+            })
     # Measured again at the end, and the higher one kept: a run that the shared machine slowed
     # while the peak was measured would otherwise read as too high an MFU (torch once measured
     # 103 GFLOP/s at the start of a run and 184 just after it).
@@ -509,10 +520,38 @@ def run(args, malloc):
     import keras
 
     config = dict(CONFIG, **json.loads(args.config)) if args.config else dict(CONFIG)
+
+    def describe(measured):
+        return {
+            "backend": keras.backend.backend(),
+            "accelerator": common.accelerator(),
+            "dtype_policy": args.dtype or "float32",
+            "malloc": malloc,
+            "versions": common.versions("keras-hub"),
+            "machine": common.machine(),
+            "date": common.today(),
+            "config": config,
+            "timing": None if args.memory_only else {
+                "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup
+            },
+            "memory_repeats": None if args.skip_memory else args.memory_repeats,
+            "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
+            "loss": {"ours": "keras_transformers.losses", "keras_hub": "keras.losses"},
+            **measured,
+        }
+
+    def write_partial(measured):
+        # The models timed so far, written as they finish: a run stopped by a time limit (the
+        # GPU passes have one per part) keeps them. The complete result replaces the file.
+        if args.output:
+            _write(args.output, dict(describe(measured), memory_repeats=None, partial=True))
+
     if args.memory_only:
         measured = {"results": {model_name: {} for model_name in args.models}}
     else:
-        measured = measure(config, args.models, args.repeats, args.steps, args.warmup, args.dtype)
+        measured = measure(
+            config, args.models, args.repeats, args.steps, args.warmup, args.dtype, write_partial
+        )
     if not args.skip_memory:
         memory, samples = memory_in_subprocesses(
             config, args.models, args.dtype, args.memory_repeats, args.keep_freed_memory
@@ -520,23 +559,13 @@ def run(args, malloc):
         for model_name, by_library in memory.items():
             measured["results"][model_name]["peak_memory_bytes"] = by_library
             measured["results"][model_name]["peak_memory_samples"] = samples[model_name]
-    return {
-        "backend": keras.backend.backend(),
-        "accelerator": common.accelerator(),
-        "dtype_policy": args.dtype or "float32",
-        "malloc": malloc,
-        "versions": common.versions("keras-hub"),
-        "machine": common.machine(),
-        "date": common.today(),
-        "config": config,
-        "timing": None if args.memory_only else {
-            "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup
-        },
-        "memory_repeats": None if args.skip_memory else args.memory_repeats,
-        "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
-        "loss": {"ours": "keras_transformers.losses", "keras_hub": "keras.losses"},
-        **measured,
-    }
+    return describe(measured)
+
+
+def _write(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
 
 
 def table(paths):
@@ -550,6 +579,7 @@ def table(paths):
             common.BACKEND_ORDER.get(r["backend"], 3),
             r["dtype_policy"],
             {"default": 0, common.KEEP_FREED: 1}.get(r.get("malloc", "default"), 2),
+            _timing_mark(r),
         )
     )
     config = runs[0]["config"] if runs else CONFIG
@@ -583,7 +613,7 @@ def table(paths):
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        device = r.get("accelerator") or "CPU"
+        device = (r.get("accelerator") or "CPU") + _timing_mark(r)
         for model_name, result in r["results"].items():
             t, i = result["training"], result["inference"]
             memory = result.get("peak_memory_bytes", {})
@@ -604,9 +634,20 @@ def table(paths):
             f"- {r['backend']} ({r['dtype_policy']}{_malloc_note(r)}), {r['date']}: "
             f"{r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
-            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}."
+            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}"
+            + ("; stopped by its time limit after the models shown (matmul peak from the start)"
+               if r.get("partial") else "") + "."
         )
     return "\n".join(lines) + "\n"
+
+
+def _timing_mark(run):
+    """", R x S steps" for a run timed with other repeats or steps than the defaults (a longer
+    run of a few models, beside the default run of all of them)."""
+    timing = run.get("timing") or DEFAULT_TIMING
+    if timing == DEFAULT_TIMING:
+        return ""
+    return f", {timing['repeats']}x{timing['steps']} steps"
 
 
 def _memory_note(run):
@@ -647,9 +688,9 @@ def main():
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--dtype", choices=("mixed_bfloat16", "mixed_float16"), default=None,
                         help="dtype policy of both libraries' models (default float32)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5, help="steps timed per repeat")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_TIMING["repeats"])
+    parser.add_argument("--steps", type=int, default=DEFAULT_TIMING["steps"], help="steps timed per repeat")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_TIMING["warmup"])
     parser.add_argument("--config", help="JSON object overriding CONFIG entries (e.g. a bigger batch)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true",
@@ -676,9 +717,7 @@ def main():
         return
     result = run(args, malloc)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        _write(args.output, result)
         print(f"wrote {args.output}")
 
 
