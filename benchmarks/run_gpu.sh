@@ -24,10 +24,12 @@ run() {  # run LIMIT_SECONDS BACKEND ARGS...
     echo "=== $backend $* ===" | tee -a "$out/log.txt"
     KERAS_BACKEND="$backend" timeout "$limit" "$py" "$@" 2>&1 | grep -v "^W0000\|^I0000" | tee -a "$out/log.txt"
 }
-# Parts to run (default: all, about 13 minutes on an H200: more than one device call allows,
-# so name a few per call, e.g. `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`).
+# Parts to run (default: all; without jax_gradient_once, about 13 minutes on an H200: more than one device call allows,
+# so name a few per call, e.g. `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`). On the
+# H100 (2026-11-27), without memory runs: jax_float32 timed 3 of its 4 models in 160 s, and
+# torch_float32 and torch_bfloat16 about 40 s each (the whole call, 390 s).
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_generation torch_generation)
+[ ${#parts[@]} -gt 0 ] || parts=(jax_gradient_once jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_generation torch_generation)
 # One memory run per library: the allocators' peaks on a GPU do not move from run to run as
 # a CPU process' resident memory does, and device time is short.
 memory=(--memory-repeats 1)
@@ -40,6 +42,9 @@ for part in "${parts[@]}"; do
         jax_bfloat16|torch_bfloat16)
             run "${LIMIT_BF16:-150}" "${part%_*}" benchmarks/throughput.py --dtype mixed_bfloat16 \
                 --skip-memory --output "$out/throughput_${part%_*}_mixed_bfloat16.json" ;;
+        jax_gradient_once)  # gradient_computed_once on XLA's GPU fusion: not yet measured
+            run "${LIMIT_GRADIENT_ONCE:-120}" jax benchmarks/gradient_once.py \
+                --output "$out/gradient_once_jax.json" ;;
         jax_generation|torch_generation)
             run "${LIMIT_GENERATION:-120}" "${part%_*}" benchmarks/generation.py --repeats 3 \
                 --output "$out/generation_${part%_*}.json" ;;
