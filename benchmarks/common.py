@@ -58,6 +58,17 @@ def versions(*extra_packages):
     return {name: importlib.metadata.version(name) for name in names}
 
 
+def write_json(path, result, quiet=False):
+    """Writes `result` to `path` (creating its folder) as indented JSON."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    if not quiet:
+        print(f"wrote {path}")
+
+
 def today():
     return datetime.date.today().isoformat()
 

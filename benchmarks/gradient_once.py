@@ -14,7 +14,6 @@ fused computation (HLO instructions) and the largest difference between the two 
 """
 
 import argparse
-import json
 import statistics
 
 import common
@@ -117,9 +116,7 @@ def main():
         "results": {name: measure(name, config, args.repeats, args.steps, args.warmup) for name in args.models},
     }
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.output}")
+        common.write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Medians of 10 calls after 2 warm-up calls.
 """
 
 import argparse
-import json
 import statistics
 import time
 
@@ -104,9 +103,7 @@ def main():
         ours, theirs = (result["gpt2"][lib][key] for lib in throughput.LIBRARIES)
         result["gpt2"][f"speedup_{key[:-3]}"] = round(theirs / ours, 3)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.output}")
+        common.write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -544,7 +544,7 @@ def run(args, malloc):
         # The models timed so far, written as they finish: a run stopped by a time limit (the
         # GPU passes have one per part) keeps them. The complete result replaces the file.
         if args.output:
-            _write(args.output, dict(describe(measured), memory_repeats=None, partial=True))
+            common.write_json(args.output, dict(describe(measured), memory_repeats=None, partial=True), quiet=True)
 
     if args.memory_only:
         measured = {"results": {model_name: {} for model_name in args.models}}
@@ -560,12 +560,6 @@ def run(args, malloc):
             measured["results"][model_name]["peak_memory_bytes"] = by_library
             measured["results"][model_name]["peak_memory_samples"] = samples[model_name]
     return describe(measured)
-
-
-def _write(path, result):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
 
 
 def table(paths):
@@ -717,8 +711,7 @@ def main():
         return
     result = run(args, malloc)
     if args.output:
-        _write(args.output, result)
-        print(f"wrote {args.output}")
+        common.write_json(args.output, result)
 
 
 if __name__ == "__main__":
