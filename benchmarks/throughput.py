@@ -393,12 +393,7 @@ def measure(config, models, repeats, steps, warmup, dtype, on_model=None):
             )
         del built
         if on_model is not None:
-            on_model({
-                "matmul_peak_flops": round(peak),
-                "matmul_peak_dtype": peak_dtype,
-                "matmul_peak_start_end_flops": [round(peak), None],
-                "results": results,
-            })
+            on_model(_measured(peak, None, peak_dtype, results))
     # Measured again at the end, and the higher one kept: a run that the shared machine slowed
     # while the peak was measured would otherwise read as too high an MFU (torch once measured
     # 103 GFLOP/s at the start of a run and 184 just after it).
@@ -410,10 +405,15 @@ def measure(config, models, repeats, steps, warmup, dtype, on_model=None):
                 for library in LIBRARIES:
                     entry = model_result[mode][library]
                     entry["mfu"] = round(entry["mfu"] * peak / end_peak, 4)
+    return _measured(peak, end_peak, peak_dtype, results)
+
+
+def _measured(peak, end_peak, peak_dtype, results):
+    """The measured part of a run's result; `end_peak` None while the run goes on."""
     return {
-        "matmul_peak_flops": round(max(peak, end_peak)),
+        "matmul_peak_flops": round(max(peak, end_peak or 0)),
         "matmul_peak_dtype": peak_dtype,
-        "matmul_peak_start_end_flops": [round(peak), round(end_peak)],
+        "matmul_peak_start_end_flops": [round(peak), None if end_peak is None else round(end_peak)],
         "results": results,
     }
 

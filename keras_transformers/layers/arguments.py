@@ -112,12 +112,12 @@ def gradient_computed_once(x):
     """
     if keras.backend.backend() != "jax":
         return x
+    return _identity_with_summed_gradient(x)
 
-    @ops.custom_gradient
-    def identity(x):
-        def grad(upstream):
-            return ops.sum(ops.stack([upstream, ops.zeros_like(upstream)], axis=-1), axis=-1)
 
-        return x, grad
+@ops.custom_gradient
+def _identity_with_summed_gradient(x):
+    def grad(upstream):
+        return ops.sum(ops.stack([upstream, ops.zeros_like(upstream)], axis=-1), axis=-1)
 
-    return identity(x)
+    return x, grad
