@@ -28,24 +28,31 @@ run() {  # run LIMIT_SECONDS BACKEND ARGS...
 # than one device call allows, so name a few per call, e.g.
 # `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`). jax_gradient_once took 81 s. On the
 # H100 (2026-11-27), without memory runs: jax_float32 timed 3 of its 4 models in 160 s, and
-# torch_float32 and torch_bfloat16 about 40 s each (the whole call, 390 s).
+# torch_float32 and torch_bfloat16 about 40 s each (the whole call, 390 s); jax_host_copy,
+# torch_host_copy and MODELS="vit bert_mlm" jax_bfloat16 together 163 s.
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(jax_gradient_once jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_generation torch_generation)
+[ ${#parts[@]} -gt 0 ] || parts=(jax_gradient_once jax_float32 torch_float32 jax_bfloat16 torch_bfloat16 jax_host_copy torch_host_copy jax_generation torch_generation)
 # One memory run per library: the allocators' peaks on a GPU do not move from run to run as
 # a CPU process' resident memory does, and device time is short.
 memory=(--memory-repeats 1)
 [ -n "${SKIP_MEMORY:-}" ] && memory=(--skip-memory)
+# MODELS="vit bert_mlm" times only those models in the throughput parts.
+models=()
+[ -n "${MODELS:-}" ] && read -r -a models <<< "--models $MODELS"
 for part in "${parts[@]}"; do
     case "$part" in
         jax_float32|torch_float32)
             run "${LIMIT_FLOAT32:-240}" "${part%_*}" benchmarks/throughput.py "${memory[@]}" \
-                --output "$out/throughput_$part.json" ;;
+                "${models[@]}" --output "$out/throughput_$part.json" ;;
         jax_bfloat16|torch_bfloat16)
             run "${LIMIT_BF16:-150}" "${part%_*}" benchmarks/throughput.py --dtype mixed_bfloat16 \
-                --skip-memory --output "$out/throughput_${part%_*}_mixed_bfloat16.json" ;;
+                --skip-memory "${models[@]}" --output "$out/throughput_${part%_*}_mixed_bfloat16.json" ;;
         jax_gradient_once)  # gradient_computed_once on XLA's GPU fusion (H100: 0.98-1.04x)
             run "${LIMIT_GRADIENT_ONCE:-120}" jax benchmarks/gradient_once.py --steps 20 \
                 --output "$out/gradient_once_jax.json" ;;
+        jax_host_copy|torch_host_copy)  # GPT-2's predict_on_batch vs the logits' copy alone
+            run "${LIMIT_HOST_COPY:-90}" "${part%_*_*}" benchmarks/host_copy.py \
+                --output "$out/host_copy_${part%_*_*}.json" ;;
         jax_generation|torch_generation)
             run "${LIMIT_GENERATION:-120}" "${part%_*}" benchmarks/generation.py --repeats 3 \
                 --output "$out/generation_${part%_*}.json" ;;
