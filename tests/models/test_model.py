@@ -98,3 +98,64 @@ def test_validate_inputs_errors():
     functional = keras.Model(x, keras.layers.Dense(2)(x))
     with pytest.raises(ValueError, match="`model` must take a dict of named inputs"):
         validate_inputs(functional, np.zeros((1, 3)))
+
+
+def _compiled(jit_compile="auto", **kwargs):
+    model = gpt2(**CONFIG)
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+        **kwargs,
+    )
+    return model
+
+
+def test_auto_jit_compile_is_xla_except_on_torch():
+    # Keras' "auto" is XLA on JAX and eager on torch; on TensorFlow it is XLA only with a
+    # GPU, and ours picks XLA on a CPU too.
+    assert _compiled().jit_compile is (keras.backend.backend() != "torch")
+    assert _compiled(jit_compile=False).jit_compile is False
+    assert _compiled(run_eagerly=True).jit_compile is False
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's rules")
+def test_auto_jit_compile_keeps_keras_exclusions_on_tensorflow(monkeypatch):
+    import tensorflow as tf
+
+    from keras_transformers.models import model as model_module
+
+    assert model_module._op_determinism_enabled() is False  # TensorFlow's getter exists
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert _compiled().jit_compile is False
+    monkeypatch.setattr(model_module, "_op_determinism_enabled", lambda: True)
+    assert _compiled().jit_compile is False
+    monkeypatch.undo()
+    unsupported = gpt2(**CONFIG)
+    unsupported.layers[-1].supports_jit = False
+    unsupported.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    assert unsupported.jit_compile is False
+
+
+def test_auto_jit_compile_trains_as_jit_compile_false(tmp_path):
+    # The same weights, three SGD steps compiled with "auto" and eagerly (XLA orders
+    # float sums differently, so the values agree to float32 round-off), then a `.keras`
+    # round trip keeps the compiled setting and the optimizer's state.
+    auto, plain = _compiled(), _compiled(jit_compile=False)
+    plain.set_weights(auto.get_weights())
+    labels = np.roll(_inputs()["token_ids"], -1, axis=1)
+    for _ in range(3):
+        losses = [float(m.train_on_batch(_inputs(), labels)) for m in (auto, plain)]
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(auto.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    path = os.path.join(tmp_path, "auto.keras")
+    auto.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.jit_compile is auto.jit_compile
+    assert int(loaded.optimizer.iterations) == 3
+    np.testing.assert_allclose(
+        float(loaded.train_on_batch(_inputs(), labels)),
+        float(auto.train_on_batch(_inputs(), labels)),
+        rtol=1e-5,
+    )
