@@ -10,7 +10,8 @@ loss). Per backend:
   numbers, loss, the rest) and the slowest ops with the JAX operation they come from (an
   op that runs on both cores' threads counts on each: the sum can exceed the step time);
 - torch: `torch.profiler`'s operators by self CPU time over a few `train_on_batch` steps;
-- tensorflow: `train_on_batch` with `jit_compile` False (what "auto" picks on a CPU) and True.
+- tensorflow: `train_on_batch` and `predict_on_batch` with `jit_compile` False and True
+  (on a CPU, Keras' "auto" picks False for keras-hub's models and our `Model` picks True).
 
     KERAS_BACKEND=torch python benchmarks/profile_step.py --model gpt2
 """
@@ -153,11 +154,12 @@ def profile_tensorflow(model_name, config, repeats):
                 throughput.build(model_name, library, config), library, jit_compile
             )
             x = throughput.library_inputs(model_name, library, inputs)
-            model.train_on_batch(x, labels)
-            steps[library, f"jit_compile={jit_compile}"] = (
+            setting = f"jit_compile={jit_compile}"
+            steps[library, setting, "train_on_batch"] = (
                 lambda m=model, x=x: m.train_on_batch(x, labels)
             )
-    _print_times(steps, repeats, "train_on_batch ms (library, setting)")
+            steps[library, setting, "predict_on_batch"] = lambda m=model, x=x: m.predict_on_batch(x)
+    _print_times(steps, repeats, "ms a step (library, setting, step)")
 
 
 def _print_times(steps, repeats, title):

@@ -20,7 +20,8 @@ head reads only (every position is still a key and value): the same logits and
 gradients, less work. keras-hub's backbones compute every position of every block.
 
 Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
-`jit_compile="auto"`: XLA on TensorFlow and JAX, eager on torch), each with its library's
+`jit_compile="auto"`: XLA on JAX, eager on torch; on TensorFlow XLA with a GPU, and on a
+CPU for ours only: our `Model` resolves "auto" to XLA there, Keras leaves it off), each with its library's
 loss: Keras' `SparseCategoricalCrossentropy` for keras-hub (what its task models compile
 with), ours for ours (the same values; benchmarks/loss.py times the two alone) and timed alternately in
 one process: `train_on_batch` (dropout on) and `predict_on_batch`, several repeats of a few
@@ -354,6 +355,8 @@ def measure(config, models, repeats, steps, warmup, dtype, on_model=None):
         }
         results[model_name] = {
             "parameters": {lib: int(m.count_params()) for lib, m in built.items()},
+            # What "auto" resolved to: on a TensorFlow CPU, XLA for ours only.
+            "jit_compile": {lib: bool(m.jit_compile) for lib, m in built.items()},
         }
         for mode, by_library in steps_by_mode.items():
             for step in by_library.values():
@@ -628,7 +631,7 @@ def table(paths):
             f"- {r['backend']} ({r['dtype_policy']}{_malloc_note(r)}), {r['date']}: "
             f"{r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
-            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}"
+            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}{_jit_note(r)}"
             + ("; stopped by its time limit after the models shown (matmul peak from the start)"
                if r.get("partial") else "") + "."
         )
@@ -657,6 +660,14 @@ def _loss_note(run):
     if "loss" not in run:
         return "both sides trained with Keras' loss"
     return f"loss ours {run['loss']['ours']}, keras-hub {run['loss']['keras_hub']}"
+
+
+def _jit_note(run):
+    # Runs from before the results recorded it have no "jit_compile" key.
+    settings = [result["jit_compile"] for result in run["results"].values() if "jit_compile" in result]
+    if not settings:
+        return ""
+    return f"; jit_compile (XLA) ours {settings[0]['ours']}, keras-hub {settings[0]['keras_hub']}"
 
 
 def _malloc_note(run):
