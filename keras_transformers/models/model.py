@@ -51,7 +51,7 @@ class Model(keras.Model):
 
         Keras resolves "auto" (in `compile`, or `predict` before it) to XLA on JAX and on
         TensorFlow with a GPU, but leaves XLA off on a TensorFlow machine with only CPUs.
-        Our models' steps are faster there with XLA: 1.1-1.3x in training and 1.3-1.5x in
+        Our models' steps are faster there with XLA: 1.1-1.3x in training and 1.25-1.45x in
         inference (`benchmarks/profile_step.py`), so "auto" picks it. What else rules XLA
         out in Keras still does: `run_eagerly`, a `tf.distribute` strategy, TensorFlow's op
         determinism, a layer with `supports_jit=False`. An explicit True or False is kept.
