@@ -4,6 +4,8 @@ Each check raises a ValueError that names the argument and the value received, b
 any work is done.
 """
 
+import functools
+
 import keras
 from keras import ops
 
@@ -82,10 +84,25 @@ def residual(x, branch, layer_norm, dropout, training, normalize_first):
     """
     outputs = branch(call_sublayer(layer_norm, x) if normalize_first else x)
     outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-    x = x + call_sublayer(dropout, outputs[0], training=training)
-    if not normalize_first:  # layer norm's backward pass (its sums) computes the gradient once
-        return call_sublayer(layer_norm, x), outputs[1:]
-    return (gradient_computed_once(x) if training else x), outputs[1:]
+    if normalize_first:
+        x = x + call_sublayer(dropout, outputs[0], training=training)
+        return (gradient_computed_once(x) if training else x), outputs[1:]
+    # Post-norm: the branch output's gradient (layer norm's backward, then the dropout mask,
+    # regenerated from its random bits) is computed once for the branch's two consumers. On
+    # an H100 that made BERT's forward + backward 3-6% slower, so on the CPU only.
+    once = training and _jax_on_cpu()
+    branch_output = gradient_computed_once(outputs[0]) if once else outputs[0]
+    x = x + call_sublayer(dropout, branch_output, training=training)
+    return call_sublayer(layer_norm, x), outputs[1:]
+
+
+@functools.cache
+def _jax_on_cpu():
+    """Whether the backend is JAX computing on the CPU (its first device; fixed for the
+    process). Only JAX has `keras.distribution` and the custom gradient."""
+    if keras.backend.backend() != "jax":
+        return False
+    return keras.distribution.list_devices()[0].lower().startswith("cpu")
 
 
 def gradient_computed_once(x):
@@ -101,9 +118,12 @@ def gradient_computed_once(x):
     is summed with zeros over a new axis of two: the same values (g + 0 = g; subnormal
     numbers may become zero, as in XLA's other CPU arithmetic), computed once. A JAX
     training step on that CPU: GPT-2 1.22x, ViT 1.24x faster (benchmarks/gradient_once.py).
-    `residual` calls it for pre-norm blocks only: post-norm ends each sub-block in a layer
-    norm, whose backward pass sums over the features anyway, and there it made BERT's step
-    3-6% slower.
+    `residual` calls it on a pre-norm block's output, and on a post-norm block's branch
+    output (before dropout): there XLA copied the layer norm's backward pass and the
+    regenerated dropout mask into the transposed copy that feeds the weight gradient, 6.8 ms
+    for a (1024, 256) array in BERT. BERT's and BERT-MLM's forward + backward became 1.05x
+    faster. After dropout, or on the layer norm's output, it gained less or cost; on a GPU
+    (H100) it cost 3-6% there, so post-norm blocks call it on the CPU only.
 
     JAX only: it always compiles with XLA. PyTorch runs eagerly: nothing is fused, and the
     extra sum is a cost. On TensorFlow it made no measurable difference with XLA (a GPT-2

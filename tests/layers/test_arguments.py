@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_transformers.layers import arguments
-from keras_transformers.models import gpt2
+from keras_transformers.models import bert, gpt2
 from tests.testing import to_numpy
 
 SPECIAL = np.array([[1.5, -0.0, 0.0, np.inf], [-np.inf, np.nan, 3e-39, -7.25]], "float32")
@@ -60,19 +60,35 @@ def test_gradient_is_the_incoming_gradient(dtype):
         assert np.all((got[subnormal] == 0) | (got[subnormal] == expected[subnormal]))
 
 
-def test_training_step_unchanged(monkeypatch):
-    """A pre-norm model (GPT-2, dropout on) takes the same SGD steps with the function as
-    without it."""
+def _tiny_bert_masked_lm():
+    keras.utils.set_random_seed(0)
+    backbone = bert.bert(
+        vocabulary_size=64, num_layers=3, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=16, dropout=0.1,
+    )
+    return bert.bert_masked_lm(backbone)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert_masked_lm"])
+def test_training_step_unchanged(monkeypatch, kind):
+    """A pre-norm model (GPT-2) and a post-norm one (BERT's masked LM), dropout on, take the
+    same SGD steps with the function as without it."""
+    padding_mask = np.array([[1] * 16, [1] * 16, [1] * 10 + [0] * 6, [1] * 5 + [0] * 11], "int32")
     x = {
         "token_ids": np.random.default_rng(0).integers(1, 64, (4, 16)).astype("int32"),
-        "padding_mask": np.array([[1] * 16, [1] * 16, [1] * 10 + [0] * 6, [1] * 5 + [0] * 11], "int32"),
+        "padding_mask": padding_mask,
     }
     y = np.random.default_rng(1).integers(0, 64, (4, 16)).astype("int32")
+    if kind == "bert_masked_lm":
+        x["segment_ids"] = np.zeros((4, 16), "int32")
+        x["mask_positions"] = np.array([[1, 5, 9], [0, 2, 15], [3, 4, 9], [0, 1, 4]], "int32")
+        y = y[:, :3]
+    build = _tiny_gpt2 if kind == "gpt2" else _tiny_bert_masked_lm
     trained = []
     for switched_off in (False, True):
         if switched_off:
             _switch_off(monkeypatch)
-        model = _tiny_gpt2()  # same seed: same weights and dropout masks
+        model = build()  # same seed: same weights and dropout masks
         model.compile(
             optimizer=keras.optimizers.SGD(0.5),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -109,3 +125,22 @@ def test_xla_fuses_the_gradient_chain_once(monkeypatch):
     without = longest_fusion()
     assert without > 300, without
     assert with_function < without / 4, (with_function, without)
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_post_norm_blocks_call_it_on_the_cpu_only(monkeypatch, on_cpu):
+    """Pre-norm blocks call the function whenever they train; post-norm blocks only where
+    JAX computes on the CPU (on an H100 it made BERT's step slower)."""
+    calls = []
+    monkeypatch.setattr(arguments, "gradient_computed_once", lambda x: calls.append(x) or x)
+    monkeypatch.setattr(arguments, "_jax_on_cpu", lambda: on_cpu)
+    x = {"token_ids": np.ones((2, 16), "int32"), "padding_mask": np.ones((2, 16), "int32")}
+    _tiny_gpt2()(x, training=True)
+    assert len(calls) == 8  # 4 blocks x 2 sub-blocks
+    calls.clear()
+    masked_lm = _tiny_bert_masked_lm()
+    inputs = dict(x, segment_ids=np.zeros((2, 16), "int32"), mask_positions=np.ones((2, 3), "int32"))
+    masked_lm(inputs, training=False)
+    assert not calls
+    masked_lm(inputs, training=True)
+    assert len(calls) == (6 if on_cpu else 0)  # 3 blocks x 2 sub-blocks
