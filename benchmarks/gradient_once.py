@@ -1,9 +1,10 @@
-"""JAX: our pre-norm models' forward + backward pass with and without `gradient_computed_once`.
+"""JAX: our models' forward + backward pass with and without `gradient_computed_once`.
 
 `keras_transformers.layers.arguments.gradient_computed_once` makes XLA compute the residual
 stream's gradient once, instead of copying its chain of element-wise sums into each consumer.
-This compiles the throughput benchmark's GPT-2 and ViT (both pre-norm; dropout on) twice in one
-process, once with the function switched off (traced while it is replaced by the identity),
+This compiles the throughput benchmark's GPT-2 and ViT (pre-norm: the function on each block's
+output) and BERT and BERT-MLM (post-norm: on each branch's output, before dropout; dropout on)
+twice in one process, once with the function switched off (traced while it is replaced by the identity),
 and times the two jitted `value_and_grad` calls alternately: the median of `--repeats` rounds
 of `--steps` calls each, after warm-up calls. It also reports each compiled step's longest
 fused computation (HLO instructions) and the largest difference between the two gradients.
@@ -19,7 +20,7 @@ import statistics
 import common
 import throughput
 
-MODELS = ("gpt2", "vit")  # the pre-norm ones; post-norm blocks do not call the function
+MODELS = ("gpt2", "vit", "bert", "bert_mlm")
 
 
 def compiled_step(model_name, config, switched_off):

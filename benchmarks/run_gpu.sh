@@ -36,7 +36,7 @@ parts=("$@")
 # a CPU process' resident memory does, and device time is short.
 memory=(--memory-repeats 1)
 [ -n "${SKIP_MEMORY:-}" ] && memory=(--skip-memory)
-# MODELS="vit bert_mlm" times only those models in the throughput parts.
+# MODELS="vit bert_mlm" times only those models in the throughput and gradient_once parts.
 models=()
 [ -n "${MODELS:-}" ] && read -r -a models <<< "--models $MODELS"
 for part in "${parts[@]}"; do
@@ -48,8 +48,8 @@ for part in "${parts[@]}"; do
             run "${LIMIT_BF16:-150}" "${part%_*}" benchmarks/throughput.py --dtype mixed_bfloat16 \
                 --skip-memory "${models[@]}" --output "$out/throughput_${part%_*}_mixed_bfloat16.json" ;;
         jax_gradient_once)  # gradient_computed_once on XLA's GPU fusion (H100: 0.98-1.04x)
-            run "${LIMIT_GRADIENT_ONCE:-120}" jax benchmarks/gradient_once.py --steps 20 \
-                --output "$out/gradient_once_jax.json" ;;
+            run "${LIMIT_GRADIENT_ONCE:-200}" jax benchmarks/gradient_once.py --steps 20 \
+                "${models[@]}" --output "$out/gradient_once_jax.json" ;;
         jax_host_copy|torch_host_copy)  # GPT-2's predict_on_batch vs the logits' copy alone
             run "${LIMIT_HOST_COPY:-90}" "${part%_*_*}" benchmarks/host_copy.py \
                 --output "$out/host_copy_${part%_*_*}.json" ;;
