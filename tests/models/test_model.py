@@ -138,7 +138,7 @@ def test_auto_jit_compile_keeps_keras_exclusions_on_tensorflow(monkeypatch):
 
 
 def test_auto_jit_compile_trains_as_jit_compile_false(tmp_path):
-    # The same weights, three SGD steps compiled with "auto" and eagerly (XLA orders
+    # The same weights, three SGD steps compiled with "auto" and without XLA (XLA orders
     # float sums differently, so the values agree to float32 round-off), then a `.keras`
     # round trip keeps the compiled setting and the optimizer's state.
     auto, plain = _compiled(), _compiled(jit_compile=False)
