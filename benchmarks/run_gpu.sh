@@ -26,7 +26,8 @@ run() {  # run LIMIT_SECONDS BACKEND ARGS...
 }
 # Parts to run (default: all; without jax_gradient_once, about 13 minutes on an H200: more
 # than one device call allows, so name a few per call, e.g.
-# `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`). jax_gradient_once took 81 s. On the
+# `bash benchmarks/run_gpu.sh jax_bfloat16 jax_float32`). jax_gradient_once took 81 s for GPT-2
+# and ViT; the call timing BERT and BERT-MLM with it, 79 s in all. On the
 # H100 (2026-11-27), without memory runs: jax_float32 timed 3 of its 4 models in 160 s, and
 # torch_float32 and torch_bfloat16 about 40 s each (the whole call, 390 s); jax_host_copy,
 # torch_host_copy and MODELS="vit bert_mlm" jax_bfloat16 together 163 s.
