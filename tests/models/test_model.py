@@ -15,13 +15,20 @@ CONFIG = dict(vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, inter
               max_sequence_length=8, dropout=0.0)
 
 
-@pytest.fixture(scope="module")
-def model():
+def _compiled(jit_compile="auto", **kwargs):
     model = gpt2(**CONFIG)
     model.compile(
-        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+        **kwargs,
     )
     return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _compiled()
 
 
 def _inputs(dtype="int32"):
@@ -98,17 +105,6 @@ def test_validate_inputs_errors():
     functional = keras.Model(x, keras.layers.Dense(2)(x))
     with pytest.raises(ValueError, match="`model` must take a dict of named inputs"):
         validate_inputs(functional, np.zeros((1, 3)))
-
-
-def _compiled(jit_compile="auto", **kwargs):
-    model = gpt2(**CONFIG)
-    model.compile(
-        optimizer="sgd",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-        **kwargs,
-    )
-    return model
 
 
 def test_auto_jit_compile_is_xla_except_on_torch():
