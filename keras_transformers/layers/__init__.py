@@ -1,6 +1,7 @@
 """Transformer building blocks, each a registered, serializable Keras layer."""
 
 from keras_transformers.layers import masks
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.feed_forward import FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
 from keras_transformers.layers.patch_embedding import PatchEmbedding

@@ -12,6 +12,7 @@ from keras_transformers.layers.arguments import (
     check_rate,
     clone_initializer,
 )
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.sublayers import call_sublayer
 
 # "gelu" is the exact (erf) GELU of BERT and ViT; "gelu_approximate" the tanh
@@ -85,7 +86,7 @@ class FeedForward(keras.layers.Layer):
         output_dim = self.output_dim or inputs_shape[-1]
         self.intermediate_dense = self._dense(self.intermediate_dim, "intermediate_dense")
         self.intermediate_dense.build(inputs_shape)
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             self.dropout, name="intermediate_dropout", dtype=self.dtype_policy
         )
         self.output_dense = self._dense(output_dim, "output_dense")

@@ -16,6 +16,7 @@ from keras_transformers.layers.arguments import (
     check_rate,
     clone_initializer,
 )
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.sublayers import call_sublayer
 
 
@@ -136,7 +137,7 @@ class MultiHeadAttention(keras.layers.Layer):
             "attention_output", (None, output_dim), "e", equation="abcd,cde->abe"
         )
         self.output_dense.build((query_shape[0], query_shape[1], heads, value_dim))
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             self.dropout, name="attention_dropout", dtype=self.dtype_policy
         )
         self._query_dim = query_shape[-1]

@@ -15,6 +15,7 @@ from keras_transformers.layers.arguments import (
     check_rate,
     clone_initializer,
 )
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
 from keras_transformers.layers.sublayers import call_sublayer
@@ -140,7 +141,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.segment_embedding = None
         if num_segments is not None:
             self.segment_embedding = self._embedding(num_segments, "segment_embedding")
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             dropout, name="embeddings_dropout", dtype=self.dtype_policy
         )
 

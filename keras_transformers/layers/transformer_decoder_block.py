@@ -17,6 +17,7 @@ from keras_transformers.layers.arguments import (
     clone_initializer,
     residual,
 )
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
 from keras_transformers.layers.sublayers import call_sublayer
@@ -221,7 +222,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
         )
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
+        return Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def _check_encoder_given(self, encoder_sequence_shape):
         if self.use_cross_attention and encoder_sequence_shape is None:

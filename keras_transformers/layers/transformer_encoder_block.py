@@ -17,6 +17,7 @@ from keras_transformers.layers.arguments import (
     clone_initializer,
     residual,
 )
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_transformers.layers.multi_head_attention import MultiHeadAttention
 from keras_transformers.layers.sublayers import call_sublayer
@@ -181,7 +182,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
+        return Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def call(
         self,

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.feed_forward import ACTIVATIONS
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
@@ -140,7 +141,7 @@ def bert(
     x = keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm"
     )(x)
-    x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
+    x = Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
 
     # Post-norm blocks as in the original Transformer, but with GELU in place of ReLU
     # (Devlin et al. 2019, appendix A.2); exact (erf) by default, as Hugging Face's.
@@ -389,7 +390,7 @@ def bert_classifier(backbone, num_classes, dropout=0.1, name="bert_classifier"):
     check_positive_int(num_classes, "num_classes")
     check_rate(dropout, "dropout")
     inputs, _ = _check_backbone(backbone)
-    x = keras.layers.Dropout(dropout, dtype=_dtype(backbone), name="classifier_dropout")(
+    x = Dropout(dropout, dtype=_dtype(backbone), name="classifier_dropout")(
         backbone.get_layer("pooled_dense")(_last_block(backbone, inputs, output_length=1)[:, 0])
     )
     logits = keras.layers.Dense(

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_transformers.layers.arguments import check_positive_int, check_rate
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.position_embedding import PositionEmbedding
 from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
 from keras_transformers.models.model import Model
@@ -111,7 +112,7 @@ def gpt2(
     x = x + PositionEmbedding(
         max_sequence_length, initializer=initializer(), dtype=dtype, name="position_embedding"
     )(x)
-    x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
+    x = Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
 
     attention_padding_mask = ops.cast(padding_mask, "bool")  # (B, T)
     for i in range(num_layers):

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_transformers.layers.arguments import check_positive_int, check_rate
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
 from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
@@ -172,7 +173,7 @@ def transformer(
     def embed(token_ids, token_embedding, side):
         x = token_embedding(token_ids) * math.sqrt(hidden_dim)  # section 3.4
         x = x + SinePositionalEncoding(name=f"{side}_position_encoding", dtype=dtype)(x)
-        return keras.layers.Dropout(dropout, name=f"{side}_embedding_dropout", dtype=dtype)(x)
+        return Dropout(dropout, name=f"{side}_embedding_dropout", dtype=dtype)(x)
 
     block_kwargs = dict(
         num_heads=num_heads,

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
+from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.patch_embedding import PatchEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
 from keras_transformers.models.model import Model
@@ -125,7 +126,7 @@ def vit(
         dtype=dtype,
         name="patch_embedding",
     )(images)  # (B, N + 1, D)
-    x = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
+    x = Dropout(dropout, dtype=dtype, name="embeddings_dropout")(x)
 
     # A head on the class token reads nothing else of the last block: that block runs
     # at the class token alone (every token still a key and value), the same logits.

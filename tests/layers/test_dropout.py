@@ -1,0 +1,116 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_transformers.layers import Dropout
+from keras_transformers.models import bert, gpt2, transformer, vit
+from tests.testing import run_layer_test, to_numpy
+
+RNG = np.random.default_rng(0)
+ON_TORCH = keras.backend.backend() == "torch"
+
+
+def _normal(*shape):
+    return RNG.normal(size=shape).astype("float32")
+
+
+def test_layer_contract(tmp_path):
+    run_layer_test(
+        Dropout,
+        {"rate": 0.25},
+        {"inputs": _normal(2, 5, 8)},
+        expected_output_shape=(2, 5, 8),
+        tmp_path=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_drops_at_the_rate_and_scales_the_rest(rate, dtype):
+    # Inverted dropout (Srivastava et al., 2014, as Keras defines it): each value is
+    # zeroed with probability `rate`, the others divided by 1 - rate.
+    x = np.abs(_normal(400, 2500)) + 0.5  # no zeros of its own; 10**6 values
+    inputs = ops.cast(x, dtype)
+    outputs = Dropout(rate, dtype=dtype)(inputs, training=True)
+    assert keras.backend.standardize_dtype(outputs.dtype) == dtype
+    outputs = to_numpy(ops.cast(outputs, "float32"))
+    dropped = outputs == 0
+    # The number dropped is Binomial(n, rate): within 6 standard deviations.
+    n = dropped.size
+    assert abs(dropped.sum() - n * rate) < 6 * np.sqrt(n * rate * (1 - rate)), dropped.mean()
+    expected = to_numpy(ops.cast(inputs, "float32")) / (1 - rate)
+    tolerance = 1e-6 if dtype == "float32" else 2e-2  # bfloat16 rounds the scaled value
+    np.testing.assert_allclose(outputs[~dropped], expected[~dropped], rtol=tolerance)
+    # Rows and columns are dropped alike (no position is favoured by the draw).
+    assert abs(dropped.mean(axis=0).mean() - rate) < 0.01 and dropped.mean(axis=1).std() < 0.02
+
+
+def test_a_new_mask_at_each_call_and_none_outside_training():
+    layer = Dropout(0.5)
+    x = np.ones((64, 64), "float32")
+    first, second = (to_numpy(layer(x, training=True)) for _ in range(2))
+    assert not np.array_equal(first == 0, second == 0)
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)), x)
+    np.testing.assert_array_equal(to_numpy(layer(x)), x)
+    np.testing.assert_array_equal(to_numpy(Dropout(0.0)(x, training=True)), x)
+
+
+def test_the_global_seed_fixes_the_mask():
+    x = np.ones((32, 32), "float32")
+    masks = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        masks.append(to_numpy(Dropout(0.3)(x, training=True)) == 0)
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize(
+    "init_kwargs",
+    [{"rate": 0.3, "seed": 5}, {"rate": 0.5, "noise_shape": (4, 1), "seed": 2}],
+)
+def test_a_seed_or_a_noise_shape_is_keras_own_dropout(init_kwargs):
+    x = _normal(4, 16)
+    ours = Dropout(**init_kwargs)(x, training=True)
+    theirs = keras.layers.Dropout(**init_kwargs)(x, training=True)
+    np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the uniform_ mask is drawn on PyTorch's CPU only")
+def test_torch_cpu_draws_with_uniform_and_differentiates_through_the_mask(monkeypatch):
+    import torch
+
+    def not_expected(*args, **kwargs):
+        raise AssertionError("torch.nn.functional.dropout was called")
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", not_expected)
+    x = torch.tensor(_normal(64, 64) + 3.0, requires_grad=True)
+    upstream = torch.tensor(_normal(64, 64))
+    outputs = Dropout(0.2)(x, training=True)
+    outputs.backward(upstream)
+    kept = (outputs != 0).float()
+    # d(x * mask) / dx = mask = kept / (1 - rate).
+    np.testing.assert_allclose(to_numpy(x.grad), to_numpy(upstream * kept / 0.8), rtol=1e-6)
+    # A seeded layer is Keras' own, which on PyTorch goes through bernoulli, not uniform_.
+    monkeypatch.setattr(torch.Tensor, "uniform_", not_expected)
+    Dropout(0.2, seed=1)(x, training=True)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: gpt2.gpt2(**gpt2.CONFIGS["gpt2_tiny"], dropout=0.1),
+        lambda: bert.bert_classifier(bert.bert(**bert.CONFIGS["bert_tiny"], dropout=0.1), 2),
+        lambda: vit.vit(**vit.CONFIGS["vit_tiny"], dropout=0.1),
+        lambda: transformer.transformer(**transformer.CONFIGS["transformer_tiny"], dropout=0.1),
+    ],
+    ids=["gpt2", "bert", "vit", "transformer"],
+)
+def test_models_drop_out_with_our_layer(model):
+    layers, stack = [], [model()]
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack.extend(getattr(layer, "_layers", []))
+    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts and all(type(layer) is Dropout for layer in dropouts)
