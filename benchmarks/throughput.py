@@ -22,9 +22,9 @@ gradients, less work. keras-hub's backbones compute every position of every bloc
 Both libraries' models are compiled alike (AdamW, sparse cross-entropy from logits,
 `jit_compile="auto"`: XLA on JAX, eager on torch; on TensorFlow XLA with a GPU, and on a
 CPU for ours only: our `Model` resolves "auto" to XLA there, Keras leaves it off), each with its library's
-loss: Keras' `SparseCategoricalCrossentropy` for keras-hub (what its task models compile
-with), ours for ours (the same values; benchmarks/loss.py times the two alone) and timed alternately in
-one process: `train_on_batch` (dropout on) and `predict_on_batch`, several repeats of a few
+loss and AdamW: Keras' `SparseCategoricalCrossentropy` and `AdamW` for keras-hub (what its task
+models compile with), ours for ours (the same values and updates; benchmarks/loss.py and
+benchmarks/optimizer.py time each pair alone); timed alternately in one process: `train_on_batch` (dropout on) and `predict_on_batch`, several repeats of a few
 steps each after warm-up steps that compile; the median is reported as tokens per second
 (ViT: patches per second) and `speedup = ours / keras-hub`.
 
@@ -214,12 +214,21 @@ def library_loss(library):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def compile_model(model, library, jit_compile="auto"):
-    """AdamW and the library's loss (`library_loss`)."""
+def library_optimizer(library):
+    """AdamW(1e-4): for keras-hub, Keras' (what its tasks compile with); for ours, ours
+    (`keras_transformers.optimizers.AdamW`: the same update, one fused kernel on PyTorch's
+    CPU)."""
     import keras
 
+    from keras_transformers.optimizers import AdamW
+
+    return AdamW(1e-4) if library == "ours" else keras.optimizers.AdamW(1e-4)
+
+
+def compile_model(model, library, jit_compile="auto"):
+    """The library's AdamW (`library_optimizer`) and loss (`library_loss`)."""
     model.compile(
-        optimizer=keras.optimizers.AdamW(1e-4), loss=library_loss(library), jit_compile=jit_compile
+        optimizer=library_optimizer(library), loss=library_loss(library), jit_compile=jit_compile
     )
     return model
 
@@ -540,6 +549,7 @@ def run(args, malloc):
             "memory_repeats": None if args.skip_memory else args.memory_repeats,
             "memory_method": "allocator peak (GPU)" if common.accelerator() else "peak resident-memory growth (CPU)",
             "loss": {"ours": "keras_transformers.losses", "keras_hub": "keras.losses"},
+            "optimizer": {"ours": "keras_transformers.optimizers.AdamW", "keras_hub": "keras.optimizers.AdamW"},
             **measured,
         }
 
@@ -592,7 +602,8 @@ def table(paths):
         "ViTBackbone (BertMaskedLM for bert_mlm) with identical hyperparameters and the same heads; "
         "our BERT and ViT heads run the last block only at the positions they read (same outputs and "
         "gradients, less work; MFU counts each side's own matmuls); each side trains with its "
-        "library's sparse cross-entropy (ours: keras_transformers.losses, keras-hub: Keras'; the same values). Items/s = tokens/s (ViT: "
+        "library's sparse cross-entropy (ours: keras_transformers.losses, keras-hub: Keras'; the same values) "
+        "and AdamW (ours: keras_transformers.optimizers, keras-hub: Keras'; the same update, see each run's note). Items/s = tokens/s (ViT: "
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
         "training: >= 60%); memory = peak during build + compile + 3 training steps, each model in "
@@ -631,7 +642,7 @@ def table(paths):
             f"- {r['backend']} ({r['dtype_policy']}{_malloc_note(r)}), {r['date']}: "
             f"{r['machine']}; {versions}; "
             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s ({r['matmul_peak_dtype']}); "
-            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}{_jit_note(r)}"
+            f"timing {r['timing']}; {_memory_note(r)}; {_loss_note(r)}{_optimizer_note(r)}{_jit_note(r)}"
             + ("; stopped by its time limit after the models shown (matmul peak from the start)"
                if r.get("partial") else "") + "."
         )
@@ -660,6 +671,13 @@ def _loss_note(run):
     if "loss" not in run:
         return "both sides trained with Keras' loss"
     return f"loss ours {run['loss']['ours']}, keras-hub {run['loss']['keras_hub']}"
+
+
+def _optimizer_note(run):
+    # Runs from before each library got its own AdamW have no "optimizer" key.
+    if "optimizer" not in run:
+        return "; both sides trained with Keras' AdamW"
+    return f"; optimizer ours {run['optimizer']['ours']}, keras-hub {run['optimizer']['keras_hub']}"
 
 
 def _jit_note(run):
