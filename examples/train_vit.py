@@ -31,6 +31,7 @@ import numpy as np
 from keras_transformers import visualize
 from keras_transformers.data import mnist
 from keras_transformers.models.vit import vit
+from keras_transformers.optimizers import AdamW
 
 import common  # examples/common.py
 
@@ -102,7 +103,7 @@ def main(argv=None):
         warmup_steps=args.warmup_epochs * steps_per_epoch,
         decay_steps=max(1, (args.epochs - args.warmup_epochs) * steps_per_epoch),
     )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)
+    optimizer = AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)  # Keras' update, fused on torch
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "class_token"])
     model.compile(
         optimizer=optimizer,

@@ -39,7 +39,7 @@ class AdamW(keras.optimizers.AdamW):
     >>> weight = keras.Variable(np.ones((2, 2), "float32"))
     >>> optimizer = AdamW(learning_rate=0.1, weight_decay=0.0)
     >>> optimizer.apply([np.ones((2, 2), "float32")], [weight])
-    >>> np.round(keras.ops.convert_to_numpy(weight), 4).tolist()
+    >>> np.round(keras.ops.convert_to_numpy(weight).astype("float64"), 4).tolist()
     [[0.9, 0.9], [0.9, 0.9]]
     """
 
