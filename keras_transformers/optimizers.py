@@ -23,8 +23,8 @@ class AdamW(keras.optimizers.AdamW):
     (`torch._fused_adam_`, what `torch.optim.Adam(fused=True)` runs) reads and writes each
     value once, on all cores: 2.5 ms.
 
-    This optimizer runs that kernel where it applies: PyTorch, every variable and gradient
-    a float32 CPU tensor, `amsgrad` off. Keras' epsilon is added to the moment's square
+    This optimizer runs that kernel where it applies: PyTorch, eager (not under
+    `torch.compile`), every variable and gradient a float32 CPU tensor, `amsgrad` off. Keras' epsilon is added to the moment's square
     root before the bias correction, PyTorch's after it, so the kernel gets
     `epsilon / sqrt(1 - beta_2**t)`, which makes the two updates the same (to float32
     rounding). Weight decay stays Keras' own pass, before the update, as in Keras.
@@ -55,7 +55,9 @@ class AdamW(keras.optimizers.AdamW):
 
 
 def _fused_kernel_applies(optimizer, grads, variables):
-    if optimizer.amsgrad:
+    # Under `torch.compile` (`jit_compile=True`) the kernel cannot be traced: it mutates
+    # tensors that the compiler does not see as its inputs.
+    if optimizer.amsgrad or _torch.compiler.is_compiling():
         return False
     tensors = [v.value for v in variables] + list(grads)
     return all(t.device.type == "cpu" and t.dtype == _torch.float32 for t in tensors)

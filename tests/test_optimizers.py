@@ -99,3 +99,20 @@ def test_config_and_saved_model_round_trip(tmp_path):
     reloaded.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     for a, b in zip(model.weights, reloaded.weights):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_training_steps_as_keras_adamw():
+    # jit_compile=True: XLA on TensorFlow and JAX; torch.compile on PyTorch, where the fused
+    # kernel cannot be traced and the foreach passes run instead.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    results = []
+    for cls in (AdamW, keras.optimizers.AdamW):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+        model.compile(optimizer=cls(1e-2, weight_decay=0.1), loss="mse", jit_compile=True)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        results.append((history.history["loss"], [to_numpy(w) for w in model.weights]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
