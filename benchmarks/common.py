@@ -4,11 +4,13 @@ The benchmark scripts run as `python benchmarks/<name>.py`, so this module is im
 as `common` from them.
 """
 
+import argparse
 import datetime
 import importlib.metadata
 import os
 import platform
 import resource
+import statistics
 import time
 
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -107,3 +109,59 @@ def keep_freed_memory():
     if not keep_freed_memory():
         raise SystemExit("keep_freed_memory() applies to glibc only; this process has another C library")
     return KEEP_FREED
+
+
+def ab_arguments(doc, models, steps, warmup, keep_freed_memory_option=True):
+    """Parses the command line of an A/B benchmark (two arms of one change, alternating):
+    --output, --models, --repeats, --steps, --warmup and, if offered, --keep-freed-memory.
+    Returns (args, the run's malloc setting), the malloc setting applied first."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--output", help="JSON file to write the results to")
+    parser.add_argument("--models", nargs="+", choices=models, default=list(models))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=steps, help="calls timed per repeat")
+    parser.add_argument("--warmup", type=int, default=warmup)
+    if keep_freed_memory_option:
+        parser.add_argument("--keep-freed-memory", action="store_true",
+                            help="apply keras_transformers.host_memory.keep_freed_memory() first")
+    args = parser.parse_args()
+    if getattr(args, "keep_freed_memory", False):
+        return args, keep_freed_memory()
+    return args, malloc_tunables()
+
+
+def ab_record(backend, script, why, args, malloc):
+    """The description of an A/B run on `backend` (exits on any other: `why` says so)."""
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise SystemExit(f"{script} measures {why}; got {keras.backend.backend()}")
+    return {
+        "backend": backend,
+        "accelerator": accelerator(),
+        "malloc": malloc,
+        "versions": versions(),
+        "machine": machine(),
+        "date": today(),
+        "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
+    }
+
+
+def alternate(arms, repeats, steps, warmup, baseline):
+    """{arm: {"step_ms", "step_ms_all"}, "speedup"}: `arms` ({name: call}) timed in turn,
+    `repeats` rounds of `steps` calls each after `warmup` calls; speedup = the `baseline`
+    arm's median over the other's."""
+    for step in arms.values():
+        for _ in range(warmup):
+            step()
+    times = {arm: [] for arm in arms}
+    for _ in range(repeats):
+        for arm, step in arms.items():  # alternating, so drift hits both
+            times[arm].append(seconds_per_call(step, steps))
+    result = {
+        arm: {"step_ms": round(1e3 * statistics.median(values), 3), "step_ms_all": [round(1e3 * t, 3) for t in values]}
+        for arm, values in times.items()
+    }
+    (other,) = [arm for arm in arms if arm != baseline]
+    result["speedup"] = round(result[baseline]["step_ms"] / result[other]["step_ms"], 3)
+    return result

@@ -17,31 +17,12 @@ ours ms`. It also reports the fraction of values each mask kept (the rate is 0.1
     KERAS_BACKEND=torch python benchmarks/dropout.py --output benchmarks/results/dropout_torch.json
 """
 
-import argparse
-import statistics
 import types
 
 import common
 import throughput
 
 SHAPES = {"attention probabilities": (8, 4, 128, 128), "block output": (8, 128, 256)}
-
-
-def alternate(arms, repeats, steps, warmup):
-    """{arm: median ms per call}, the arms timed in turn, `repeats` rounds of `steps` calls."""
-    for step in arms.values():
-        for _ in range(warmup):
-            step()
-    times = {arm: [] for arm in arms}
-    for _ in range(repeats):
-        for arm, step in arms.items():  # alternating, so drift hits both
-            times[arm].append(common.seconds_per_call(step, steps))
-    result = {
-        arm: {"step_ms": round(1e3 * statistics.median(values), 3), "step_ms_all": [round(1e3 * t, 3) for t in values]}
-        for arm, values in times.items()
-    }
-    result["speedup"] = round(result["keras"]["step_ms"] / result["ours"]["step_ms"], 3)
-    return result
 
 
 def measure_layer(shape, rate, repeats, steps, warmup):
@@ -58,7 +39,8 @@ def measure_layer(shape, rate, repeats, steps, warmup):
         layer(x, training=True).backward(upstream)
         x.grad = None
 
-    result = alternate({arm: (lambda layer=layer: step(layer)) for arm, layer in layers.items()}, repeats, steps, warmup)
+    arms = {arm: (lambda layer=layer: step(layer)) for arm, layer in layers.items()}
+    result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
     with torch.no_grad():
         ones = torch.ones(*shape)
         result["kept_fraction"] = {arm: float((layer(ones, training=True) != 0).float().mean()) for arm, layer in layers.items()}
@@ -87,7 +69,7 @@ def measure_model(model_name, config, repeats, steps, warmup):
         return model.train_on_batch(inputs, labels)
 
     arms = {"ours": lambda: step(None), "keras": lambda: step(keras.layers.Dropout.call)}
-    result = alternate(arms, repeats, steps, warmup)
+    result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
     use(None)
     result["dropout_layers"] = len(dropouts)
     return result
@@ -106,29 +88,12 @@ def _all_layers(layer):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", help="JSON file to write the results to")
-    parser.add_argument("--models", nargs="+", choices=throughput.MODELS, default=list(throughput.MODELS))
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=5, help="calls timed per repeat")
-    parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
-    malloc = common.malloc_tunables()
-
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise SystemExit(f"dropout.py measures PyTorch (the mask differs there only); got {keras.backend.backend()}")
+    args, malloc = common.ab_arguments(__doc__, throughput.MODELS, steps=5, warmup=3, keep_freed_memory_option=False)
+    record = common.ab_record("torch", "dropout.py", "PyTorch (the mask differs there only)", args, malloc)
     config = dict(throughput.CONFIG)
     result = {
-        "backend": "torch",
-        "accelerator": common.accelerator(),
-        "malloc": malloc,
-        "versions": common.versions(),
-        "machine": common.machine(),
-        "date": common.today(),
+        **record,
         "rate": config["dropout"],
-        "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
         "layer": {},
         "model": {},
     }

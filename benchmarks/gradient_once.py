@@ -14,7 +14,6 @@ fused computation (HLO instructions) and the largest difference between the two 
         --output benchmarks/results/gradient_once_jax.json
 """
 
-import argparse
 import statistics
 
 import common
@@ -90,30 +89,11 @@ def measure(model_name, config, repeats, steps, warmup):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", help="JSON file to write the results to")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=5, help="calls timed per repeat")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="apply keras_transformers.host_memory.keep_freed_memory() first")
-    args = parser.parse_args()
-    malloc = common.keep_freed_memory() if args.keep_freed_memory else common.malloc_tunables()
-
-    import keras
-
-    if keras.backend.backend() != "jax":
-        raise SystemExit(f"gradient_once.py measures JAX (the function acts there only); got {keras.backend.backend()}")
+    args, malloc = common.ab_arguments(__doc__, MODELS, steps=5, warmup=2)
+    record = common.ab_record("jax", "gradient_once.py", "JAX (the function acts there only)", args, malloc)
     config = dict(throughput.CONFIG)
     result = {
-        "backend": "jax",
-        "accelerator": common.accelerator(),
-        "malloc": malloc,
-        "versions": common.versions(),
-        "machine": common.machine(),
-        "date": common.today(),
-        "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
+        **record,
         "results": {name: measure(name, config, args.repeats, args.steps, args.warmup) for name in args.models},
     }
     if args.output:

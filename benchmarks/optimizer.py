@@ -11,11 +11,8 @@ end. `speedup = Keras ms / ours ms`.
     KERAS_BACKEND=torch python benchmarks/optimizer.py --output benchmarks/results/optimizer_torch.json
 """
 
-import argparse
-
 import common
 import throughput
-from dropout import alternate
 
 
 def measure(model_name, config, repeats, steps, warmup):
@@ -36,7 +33,7 @@ def measure(model_name, config, repeats, steps, warmup):
         optimizer = cls(learning_rate=1e-4)
         optimizer.build(copies[arm])
         arms[arm] = lambda optimizer=optimizer, weights=copies[arm]: optimizer.apply(grads, weights)
-    result = alternate(arms, repeats, steps, warmup)
+    result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
     result["parameters"] = int(sum(v.size for v in start))
     result["variables"] = len(start)
     result["max_weight_difference"] = max(
@@ -47,30 +44,11 @@ def measure(model_name, config, repeats, steps, warmup):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", help="JSON file to write the results to")
-    parser.add_argument("--models", nargs="+", choices=throughput.MODELS, default=list(throughput.MODELS))
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=10, help="updates timed per repeat")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="apply keras_transformers.host_memory.keep_freed_memory() first")
-    args = parser.parse_args()
-    malloc = common.keep_freed_memory() if args.keep_freed_memory else common.malloc_tunables()
-
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise SystemExit(f"optimizer.py measures PyTorch (XLA fuses Keras' update elsewhere); got {keras.backend.backend()}")
+    args, malloc = common.ab_arguments(__doc__, throughput.MODELS, steps=10, warmup=3)
+    record = common.ab_record("torch", "optimizer.py", "PyTorch (XLA fuses Keras' update elsewhere)", args, malloc)
     config = dict(throughput.CONFIG)
     result = {
-        "backend": "torch",
-        "accelerator": common.accelerator(),
-        "malloc": malloc,
-        "versions": common.versions(),
-        "machine": common.machine(),
-        "date": common.today(),
-        "timing": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup},
+        **record,
         "results": {},
     }
     for name in args.models:
