@@ -4,11 +4,13 @@ import pytest
 from keras import ops
 
 from keras_transformers.layers import Dropout
+from keras_transformers.layers import dropout as dropout_module
 from keras_transformers.models import bert, gpt2, transformer, vit
 from tests.testing import run_layer_test, to_numpy
 
 RNG = np.random.default_rng(0)
-ON_TORCH = keras.backend.backend() == "torch"
+BACKEND = keras.backend.backend()
+ON_TORCH = BACKEND == "torch"
 
 
 def _normal(*shape):
@@ -94,6 +96,98 @@ def test_torch_cpu_draws_with_uniform_and_differentiates_through_the_mask(monkey
     # A seeded layer is Keras' own, which on PyTorch goes through bernoulli, not uniform_.
     monkeypatch.setattr(torch.Tensor, "uniform_", not_expected)
     Dropout(0.2, seed=1)(x, training=True)
+
+
+@pytest.mark.skipif(ON_TORCH, reason="PyTorch lacks uint32 shifts; its mask is uniform_'s")
+@pytest.mark.parametrize(
+    "shape, keep_prob",
+    [((3, 5, 7), 0.9), ((8, 4, 16, 16), 0.5), ((1000,), 0.123456), ((2, 1, 9), 0.999), ((), 0.7)],
+)
+def test_threefry_mask_is_jax_random_bernoulli_bit_for_bit(shape, keep_prob):
+    # The reference is JAX's own sampler, run by JAX whatever Keras' backend.
+    jax = pytest.importorskip("jax")
+    for key in RNG.integers(0, 2**32, size=(3, 2), dtype=np.uint64).astype(np.uint32):
+        expected = np.asarray(jax.random.bernoulli(key, keep_prob, shape))
+        mask = to_numpy(dropout_module._threefry_keep_mask(key, shape, keep_prob))
+        np.testing.assert_array_equal(mask, expected)
+
+
+def _spy_on_threefry(monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args[1])
+        return threefry(*args)
+
+    threefry = dropout_module._threefry_keep_mask
+    monkeypatch.setattr(dropout_module, "_threefry_keep_mask", spy)
+    return calls
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's rolled Threefry loop")
+@pytest.mark.parametrize("init_kwargs", [{"rate": 0.3}, {"rate": 0.5, "noise_shape": (4, 1, None), "seed": 2}])
+def test_jax_compiled_training_step_is_keras_own_dropout(monkeypatch, init_kwargs):
+    # On JAX the mask is Keras' own, hashed by our unrolled Threefry: a jitted forward and
+    # backward pass gives Keras' outputs, gradients and next seed state, bit for bit.
+    import jax
+
+    calls = _spy_on_threefry(monkeypatch)
+    x, upstream = _normal(4, 8, 16), _normal(4, 8, 16)
+
+    def step(layer):
+        def loss(x, state):
+            y, state = layer.stateless_call([], state, x, training=True)
+            return (y * upstream).sum(), (y, state)
+
+        state = [v.value for v in layer.non_trainable_variables]
+        return jax.jit(jax.grad(loss, has_aux=True))(x, state)
+
+    keras.utils.set_random_seed(3)
+    ours = Dropout(**init_kwargs)
+    keras.utils.set_random_seed(3)
+    theirs = keras.layers.Dropout(**init_kwargs)
+    (grad, (y, state)), (grad_k, (y_k, state_k)) = step(ours), step(theirs)
+    assert calls == [(4, 1, 16) if "noise_shape" in init_kwargs else (4, 8, 16)]
+    assert 0 < np.mean(np.asarray(y) == 0) < 1
+    for a, b in [(y, y_k), (grad, grad_k), *zip(state, state_k)]:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's XLA-compiled masks")
+def test_tensorflow_under_xla_draws_unseeded_masks_from_the_hash(monkeypatch):
+    import tensorflow as tf
+
+    calls = _spy_on_threefry(monkeypatch)
+    rate = 0.1
+    x = np.abs(_normal(400, 2500)) + 0.5  # 10**6 values, no zeros of their own
+    layer = Dropout(rate)
+    compiled = tf.function(lambda x: layer(x, training=True), jit_compile=True)
+    first, second = to_numpy(compiled(x)), to_numpy(compiled(x))
+    assert calls == [(400, 2500)]  # traced once, with the hash
+    dropped = first == 0
+    n = dropped.size
+    assert abs(dropped.sum() - n * rate) < 6 * np.sqrt(n * rate * (1 - rate)), dropped.mean()
+    np.testing.assert_allclose(first[~dropped], x[~dropped] / (1 - rate), rtol=1e-6)
+    assert not np.array_equal(dropped, second == 0)  # the seed state moves on
+    # The gradient is the upstream gradient times the mask.
+    x_tensor = tf.constant(x[:4, :8])
+
+    @tf.function(jit_compile=True)
+    def outputs_and_gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(x_tensor)
+            y = layer(x_tensor, training=True)
+        return y, tape.gradient(y, x_tensor, output_gradients=tf.ones_like(y) * 2.0)
+
+    y, grad = (to_numpy(t) for t in outputs_and_gradient())
+    np.testing.assert_allclose(grad, np.where(y == 0, 0.0, 2.0 / (1 - rate)), rtol=1e-6)
+    # Eagerly, and with a seed under XLA, it is Keras' own dropout (its stream, not the hash).
+    calls.clear()
+    np.testing.assert_array_equal(to_numpy(Dropout(rate, seed=4)(x, training=True)), to_numpy(keras.layers.Dropout(rate, seed=4)(x, training=True)))
+    seeded = tf.function(lambda layer: layer(x, training=True), jit_compile=True)
+    np.testing.assert_array_equal(to_numpy(seeded(Dropout(rate, seed=4))), to_numpy(seeded(keras.layers.Dropout(rate, seed=4))))
+    Dropout(rate)(x, training=True)
+    assert calls == []
 
 
 @pytest.mark.parametrize(
