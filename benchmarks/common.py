@@ -131,9 +131,11 @@ def ab_arguments(doc, models, steps, warmup, keep_freed_memory_option=True):
 
 
 def ab_record(backend, script, why, args, malloc):
-    """The description of an A/B run on `backend` (exits on any other: `why` says so)."""
+    """The description of an A/B run on `backend` (exits on any other: `why` says so), or on
+    the current backend if `backend` is None."""
     import keras
 
+    backend = backend or keras.backend.backend()
     if keras.backend.backend() != backend:
         raise SystemExit(f"{script} measures {why}; got {keras.backend.backend()}")
     return {

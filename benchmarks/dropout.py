@@ -1,20 +1,26 @@
-"""PyTorch on a CPU: our `Dropout`'s mask (`uniform_`) against Keras' (`bernoulli_`).
+"""Our `Dropout`'s mask against Keras', on the current backend (its CPU).
 
-`keras_transformers.layers.Dropout` is Keras' `Dropout` except on PyTorch's CPU, where it draws
-its mask with `uniform_` instead of going through `torch.nn.functional.dropout` (a
-`bernoulli_` draw). Two measurements, each alternating the two in one process:
+`keras_transformers.layers.Dropout` is Keras' `Dropout` with a faster mask on a CPU:
+PyTorch draws it with `uniform_` instead of `torch.nn.functional.dropout` (a `bernoulli_`
+draw); JAX computes `jax.random.bernoulli`'s own mask with the Threefry hash written out
+(the same bits); TensorFlow under XLA draws unseeded masks from that hash instead of
+`stateless_dropout`. Two measurements, each alternating the two in one process:
 
 - layer: one forward + backward of a dropout layer over the tensors the throughput
   benchmark's models drop out (attention probabilities 8 x 4 x 128 x 128, block outputs
-  8 x 128 x 256), `keras.layers.Dropout` against ours, called through `__call__`;
-- model: `train_on_batch` of the throughput benchmark's models (ours, AdamW, dropout 0.1),
-  with every one of their `Dropout` layers calling our `call` and, alternately, Keras'
-  (`keras.layers.Dropout.call`, set on each instance between timed rounds).
+  8 x 128 x 256), `keras.layers.Dropout` against ours (JAX and TensorFlow: compiled with
+  XLA, as our models' training steps are);
+- model: `train_on_batch` of the throughput benchmark's models (ours, with our AdamW,
+  dropout 0.1), two copies with the same weights: one as built, one with every `Dropout`
+  layer calling Keras' `keras.layers.Dropout.call` (set on each instance before the first
+  step, so before JAX and TensorFlow trace it).
 
 Each figure is the median of `--repeats` rounds of `--steps` calls; `speedup = Keras ms /
 ours ms`. It also reports the fraction of values each mask kept (the rate is 0.1).
 
     KERAS_BACKEND=torch python benchmarks/dropout.py --output benchmarks/results/dropout_torch.json
+    KERAS_BACKEND=jax python benchmarks/dropout.py --keep-freed-memory --output benchmarks/results/dropout_jax.json
+    KERAS_BACKEND=tensorflow python benchmarks/dropout.py --output benchmarks/results/dropout_tensorflow.json
 """
 
 import types
@@ -27,24 +33,68 @@ SHAPES = {"attention probabilities": (8, 4, 128, 128), "block output": (8, 128, 
 
 def measure_layer(shape, rate, repeats, steps, warmup):
     import keras
-    import torch
+    import numpy as np
 
     from keras_transformers.layers import Dropout
 
     layers = {"ours": Dropout(rate), "keras": keras.layers.Dropout(rate)}
-    x = torch.randn(*shape, requires_grad=True)
-    upstream = torch.randn(*shape)
+    rng = np.random.default_rng(0)
+    x, upstream = (rng.normal(size=shape).astype("float32") for _ in range(2))
+    step = {"torch": _torch_step, "jax": _jax_step, "tensorflow": _tensorflow_step}[keras.backend.backend()]
+    arms = {arm: step(layer, x, upstream) for arm, layer in layers.items()}
+    result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
+    ones = np.ones(shape, "float32")
+    result["kept_fraction"] = {
+        arm: float(np.mean(keras.ops.convert_to_numpy(layer(ones, training=True)) != 0))
+        for arm, layer in layers.items()
+    }
+    return result
 
-    def step(layer):
+
+def _torch_step(layer, x, upstream):
+    import torch
+
+    x, upstream = torch.tensor(x, requires_grad=True), torch.tensor(upstream)
+
+    def step():
         layer(x, training=True).backward(upstream)
         x.grad = None
 
-    arms = {arm: (lambda layer=layer: step(layer)) for arm, layer in layers.items()}
-    result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
-    with torch.no_grad():
-        ones = torch.ones(*shape)
-        result["kept_fraction"] = {arm: float((layer(ones, training=True) != 0).float().mean()) for arm, layer in layers.items()}
-    return result
+    return step
+
+
+def _jax_step(layer, x, upstream):
+    import jax
+
+    def loss(x, state):  # the layer's seed state goes in and out, as in a training step
+        y, state = layer.stateless_call([], state, x, training=True)
+        return (y * upstream).sum(), state
+
+    gradient = jax.jit(jax.grad(loss, has_aux=True))
+    state = [v.value for v in layer.non_trainable_variables]
+    x, upstream = jax.numpy.asarray(x), jax.numpy.asarray(upstream)
+
+    def step():
+        nonlocal state
+        grad, state = gradient(x, state)
+        grad.block_until_ready()
+
+    return step
+
+
+def _tensorflow_step(layer, x, upstream):
+    import tensorflow as tf
+
+    x, upstream = tf.constant(x), tf.constant(upstream)
+
+    @tf.function(jit_compile=True)
+    def gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return tape.gradient(y, x, output_gradients=upstream)
+
+    return lambda: gradient().numpy()
 
 
 def measure_model(model_name, config, repeats, steps, warmup):
@@ -52,25 +102,18 @@ def measure_model(model_name, config, repeats, steps, warmup):
 
     from keras_transformers.layers import Dropout
 
-    keras.utils.set_random_seed(0)
     inputs, labels = throughput.example_inputs(model_name, config)
-    model = throughput.compile_model(throughput.build(model_name, "ours", config), "ours")
-    dropouts = [layer for layer in _all_layers(model) if isinstance(layer, Dropout)]
-
-    def use(call):
-        for layer in dropouts:
-            if call is None:
-                vars(layer).pop("call", None)  # back to the class' (our) `call`
-            else:
-                layer.call = types.MethodType(call, layer)
-
-    def step(call):
-        use(call)
-        return model.train_on_batch(inputs, labels)
-
-    arms = {"ours": lambda: step(None), "keras": lambda: step(keras.layers.Dropout.call)}
+    models = {}
+    for arm in ("ours", "keras"):
+        keras.utils.set_random_seed(0)  # the same weights in both
+        model = throughput.compile_model(throughput.build(model_name, "ours", config), "ours")
+        dropouts = [layer for layer in _all_layers(model) if isinstance(layer, Dropout)]
+        if arm == "keras":
+            for layer in dropouts:
+                layer.call = types.MethodType(keras.layers.Dropout.call, layer)
+        models[arm] = model
+    arms = {arm: (lambda m=model: m.train_on_batch(inputs, labels)) for arm, model in models.items()}
     result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
-    use(None)
     result["dropout_layers"] = len(dropouts)
     return result
 
@@ -88,8 +131,8 @@ def _all_layers(layer):
 
 
 def main():
-    args, malloc = common.ab_arguments(__doc__, throughput.MODELS, steps=5, warmup=3, keep_freed_memory_option=False)
-    record = common.ab_record("torch", "dropout.py", "PyTorch (the mask differs there only)", args, malloc)
+    args, malloc = common.ab_arguments(__doc__, throughput.MODELS, steps=5, warmup=3)
+    record = common.ab_record(None, "dropout.py", "", args, malloc)
     config = dict(throughput.CONFIG)
     result = {
         **record,
