@@ -103,7 +103,8 @@ class Dropout(keras.layers.Dropout):
             return super().call(inputs, training=True)
         if _tf is not None:  # int64 state on TensorFlow: its low 32 bits as the key
             key = ops.cast(_tf.math.floormod(key, 2**32), "uint32")
-        mask = ops.broadcast_to(_threefry_keep_mask(key, shape, keep_prob), inputs.shape)
+        with keras.name_scope("threefry"):  # profile_step.py counts these ops as dropout's
+            mask = ops.broadcast_to(_threefry_keep_mask(key, shape, keep_prob), inputs.shape)
         return ops.where(mask, inputs / keep_prob, ops.zeros_like(inputs))
 
 
