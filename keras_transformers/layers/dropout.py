@@ -98,9 +98,11 @@ class Dropout(keras.layers.Dropout):
         shape = tuple(inputs.shape)
         if self.noise_shape is not None:  # Keras' reading: None takes the input's size
             shape = tuple(shape[i] if n is None else n for i, n in enumerate(self.noise_shape))
-        key = self.seed_generator.next()  # JAX: the uint32 pair Keras hands to bernoulli
-        if math.prod(shape) >= 2**31:  # past the hash's 32-bit counters (and int32 iotas)
+        if None in shape or math.prod(shape) >= 2**31:
+            # A shape known only when run (TensorFlow graphs), or past the hash's 32-bit
+            # counters (and int32 iotas): Keras' draw.
             return super().call(inputs, training=True)
+        key = self.seed_generator.next()  # JAX: the uint32 pair Keras hands to bernoulli
         if _tf is not None:  # int64 state on TensorFlow: its low 32 bits as the key
             key = ops.cast(_tf.math.floormod(key, 2**32), "uint32")
         with keras.name_scope("threefry"):  # profile_step.py counts these ops as dropout's

@@ -187,6 +187,11 @@ def test_tensorflow_under_xla_draws_unseeded_masks_from_the_hash(monkeypatch):
     seeded = tf.function(lambda layer: layer(x, training=True), jit_compile=True)
     np.testing.assert_array_equal(to_numpy(seeded(Dropout(rate, seed=4))), to_numpy(seeded(keras.layers.Dropout(rate, seed=4))))
     Dropout(rate)(x, training=True)
+    # A batch size known only when run (as `fit` may trace): Keras' draw.
+    dynamic = tf.function(
+        lambda x: layer(x, training=True), jit_compile=True, input_signature=[tf.TensorSpec([None, 8])]
+    )
+    assert 0 < np.mean(to_numpy(dynamic(x[:5, :8])) == 0) < 1
     assert calls == []
 
 
