@@ -20,9 +20,20 @@ OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
 def _imports_tensorflow(path):
+    """Whether the module at `path` imports TensorFlow, outside an `if` on Keras' backend
+    (`if keras.backend.backend() == "tensorflow":` imports run on that backend only)."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "backend()" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
     for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -37,6 +37,11 @@ elif keras.backend.backend() == "jax":
 elif keras.backend.backend() == "tensorflow":
     import tensorflow as _tf
 
+    try:  # TensorFlow marks graphs traced for XLA here; no public API tells (TF 2.21)
+        from tensorflow.python.ops import control_flow_util as _tf_control_flow
+    except ImportError:
+        _tf_control_flow = None
+
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
 class Dropout(keras.layers.Dropout):
@@ -136,12 +141,10 @@ def _jax_draws_a_rolled_threefry():
 def _tensorflow_compiles_on_a_cpu():
     """Whether this call is being traced for XLA (`jit_compile=True`) with no GPU present:
     outside XLA the hash's rounds would each run as a separate TensorFlow op."""
-    try:  # TensorFlow marks graphs traced for XLA; no public API tells (TF 2.21)
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:
+    if _tf_control_flow is None:
         return False
     graph = _tf.compat.v1.get_default_graph()
-    return control_flow_util.GraphOrParentsInXlaContext(graph) and not _tf.config.list_logical_devices("GPU")
+    return _tf_control_flow.GraphOrParentsInXlaContext(graph) and not _tf.config.list_logical_devices("GPU")
 
 
 # Threefry-2x32 (Salmon et al., 2011, "Parallel random numbers: as easy as 1, 2, 3"), 20
