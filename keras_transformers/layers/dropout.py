@@ -9,13 +9,13 @@ from the same generator in half the time; the mask is then `u >= rate` (probabil
 
 JAX: Keras' `Dropout` calls `jax.random.bernoulli`, whose Threefry hash JAX lowers on a CPU
 as a rolled loop (five passes, each writing two uint32 arrays to memory, for short compile
-times): 4.5 ns an element, 15% of a GPT-2 training step on the 2-core CPU. The same hash of
+times): 4.5 ns an element, 16% of a GPT-2 training step on the 2-core CPU. The same hash of
 the same counters written out (`_threefry_keep_mask`) is one element-wise computation that
 XLA fuses with the dropout's select, 6x faster; the mask is bit for bit
 `jax.random.bernoulli`'s, so the outputs are exactly Keras'.
 
 TensorFlow under XLA (our models compile with it on a CPU): Keras draws the mask with
-`stateless_dropout`, whose random numbers took 8% of the GPT-2 step; unseeded layers draw
+`stateless_dropout`, whose random numbers took 5-15% of a training step; unseeded layers draw
 it from `_threefry_keep_mask` instead (the mask JAX would draw with the same key, a
 different stream from Keras' TensorFlow one). Seeded layers keep Keras' stream.
 
@@ -51,11 +51,10 @@ class Dropout(keras.layers.Dropout):
     `1 / (1 - rate)`, in training only. On PyTorch's CPU, without a seed and a
     `noise_shape` (Keras itself then draws from PyTorch's global generator, unseeded), the
     mask is drawn with `uniform_` from that generator, in float32 whatever the input's
-    dtype. Everywhere else this is Keras' `Dropout`.
-
-    On JAX's CPU the mask is Keras' own (`jax.random.bernoulli`'s), computed by a Threefry
-    hash that XLA fuses. On TensorFlow under XLA on a CPU, a layer without a seed draws its
-    mask from that hash too (the layer's seed generator gives the key).
+    dtype. On JAX's CPU the mask is Keras' own (`jax.random.bernoulli`'s), computed by a
+    Threefry hash that XLA fuses. On TensorFlow under XLA on a CPU, a layer without a seed
+    draws its mask from that hash too (the layer's seed generator gives the key). Everywhere
+    else this is Keras' `Dropout`.
 
     Args:
         rate: the fraction of values to drop, in [0, 1].
