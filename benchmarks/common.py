@@ -152,7 +152,7 @@ def ab_record(backend, script, why, args, malloc):
 def alternate(arms, repeats, steps, warmup, baseline):
     """{arm: {"step_ms", "step_ms_all"}, "speedup"}: `arms` ({name: call}) timed in turn,
     `repeats` rounds of `steps` calls each after `warmup` calls; speedup = the `baseline`
-    arm's median over the other's."""
+    arm's median over the first other arm's."""
     for step in arms.values():
         for _ in range(warmup):
             step()
@@ -164,6 +164,6 @@ def alternate(arms, repeats, steps, warmup, baseline):
         arm: {"step_ms": round(1e3 * statistics.median(values), 3), "step_ms_all": [round(1e3 * t, 3) for t in values]}
         for arm, values in times.items()
     }
-    (other,) = [arm for arm in arms if arm != baseline]
+    other = next(arm for arm in arms if arm != baseline)
     result["speedup"] = round(result[baseline]["step_ms"] / result[other]["step_ms"], 3)
     return result

@@ -13,7 +13,9 @@ draw); JAX computes `jax.random.bernoulli`'s own mask with the Threefry hash wri
 - model: `train_on_batch` of the throughput benchmark's models (ours, with our AdamW,
   dropout 0.1), two copies with the same weights: one as built, one with every `Dropout`
   layer calling Keras' `keras.layers.Dropout.call` (set on each instance before the first
-  step, so before JAX and TensorFlow trace it).
+  step, so before JAX and TensorFlow trace it). On JAX and TensorFlow, a third copy is
+  traced with the hashed mask not forced into memory (`_computed_once` as the identity):
+  `mask_once_speedup` = that copy's ms / ours.
 
 Each figure is the median of `--repeats` rounds of `--steps` calls; `speedup = Keras ms /
 ours ms`. It also reports the fraction of values each mask kept (the rate is 0.1).
@@ -102,19 +104,35 @@ def measure_model(model_name, config, repeats, steps, warmup):
 
     from keras_transformers.layers import Dropout
 
+    from keras_transformers.layers import dropout as dropout_module
+
     inputs, labels = throughput.example_inputs(model_name, config)
+    names = ("ours", "keras")
+    if keras.backend.backend() != "torch":  # PyTorch has no compiled step to fuse the hash
+        names += ("hash_in_consumers",)
     models = {}
-    for arm in ("ours", "keras"):
-        keras.utils.set_random_seed(0)  # the same weights in both
+    for arm in names:
+        keras.utils.set_random_seed(0)  # the same weights in all
         model = throughput.compile_model(throughput.build(model_name, "ours", config), "ours")
         dropouts = [layer for layer in _all_layers(model) if isinstance(layer, Dropout)]
         if arm == "keras":
             for layer in dropouts:
                 layer.call = types.MethodType(keras.layers.Dropout.call, layer)
+        computed_once = dropout_module._computed_once
+        if arm == "hash_in_consumers":
+            dropout_module._computed_once = lambda mask: mask
+        try:
+            model.train_on_batch(inputs, labels)  # traced now, each arm as set above
+        finally:
+            dropout_module._computed_once = computed_once
         models[arm] = model
     arms = {arm: (lambda m=model: m.train_on_batch(inputs, labels)) for arm, model in models.items()}
     result = common.alternate(arms, repeats, steps, warmup, baseline="keras")
     result["dropout_layers"] = len(dropouts)
+    if "hash_in_consumers" in result:
+        result["mask_once_speedup"] = round(
+            result["hash_in_consumers"]["step_ms"] / result["ours"]["step_ms"], 3
+        )
     return result
 
 
@@ -153,7 +171,13 @@ def main():
         result["model"][name] = entry
         print(
             f"model {name} train_on_batch ({entry['dropout_layers']} Dropout layers): ours "
-            f"{entry['ours']['step_ms']} ms, Keras {entry['keras']['step_ms']} ms, speedup {entry['speedup']:.2f}x",
+            f"{entry['ours']['step_ms']} ms, Keras {entry['keras']['step_ms']} ms, speedup {entry['speedup']:.2f}x"
+            + (
+                f"; hash in its consumers {entry['hash_in_consumers']['step_ms']} ms, "
+                f"mask once {entry['mask_once_speedup']:.3f}x"
+                if "mask_once_speedup" in entry
+                else ""
+            ),
             flush=True,
         )
     if args.output:

@@ -195,6 +195,44 @@ def test_tensorflow_under_xla_draws_unseeded_masks_from_the_hash(monkeypatch):
     assert calls == []
 
 
+def _fusions_hashing(hlo_text):
+    """How many computations of optimized HLO run the Threefry hash (its xor rounds)."""
+    import re
+
+    return sum(" xor(" in body for body in re.split(r"\n(?=%|ENTRY)", hlo_text))
+
+
+@pytest.mark.skipif(ON_TORCH, reason="XLA's fusion of the hashed mask (JAX, TensorFlow)")
+def test_a_compiled_step_hashes_each_mask_once():
+    # The forward select and the backward pass both read the mask; XLA would copy the hash
+    # into each of their fusions (twice here) unless the mask is computed once, into memory.
+    x, w = _normal(8, 64, 64), _normal(8, 64, 64)
+    layer = Dropout(0.1)
+    layer.build(x.shape)
+    if BACKEND == "jax":
+        import jax
+
+        def loss(x, w, state):
+            y, _ = layer.stateless_call([], state, x, training=True)
+            return ops.sum(ops.tanh(y) * w)
+
+        state = [v.value for v in layer.non_trainable_variables]
+        hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w, state).compile().as_text()
+    else:
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def gradients(x, w):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                loss = tf.reduce_sum(tf.tanh(layer(x, training=True)) * w)
+            return tape.gradient(loss, [x, w])
+
+        x, w = tf.constant(x), tf.constant(w)
+        hlo = gradients.experimental_get_compiler_ir(x, w)(stage="optimized_hlo")
+    assert _fusions_hashing(hlo) == 1
+
+
 @pytest.mark.parametrize(
     "model",
     [
