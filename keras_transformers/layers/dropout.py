@@ -9,13 +9,13 @@ from the same generator in half the time; the mask is then `u >= rate` (probabil
 
 JAX: Keras' `Dropout` calls `jax.random.bernoulli`, whose Threefry hash JAX lowers on a CPU
 as a rolled loop (five passes, each writing two uint32 arrays to memory, for short compile
-times): 4.5 ns an element, 16% of a GPT-2 training step on the 2-core CPU. The same hash of
+times): 4.5 ns an element, 18% of a GPT-2 training step on the 2-core CPU. The same hash of
 the same counters written out (`_threefry_keep_mask`) is one element-wise computation that
-XLA fuses with the dropout's select, 6x faster; the mask is bit for bit
+XLA fuses, computed once (`_computed_once`), 3.7-6.3x faster; the mask is bit for bit
 `jax.random.bernoulli`'s, so the outputs are exactly Keras'.
 
 TensorFlow under XLA (our models compile with it on a CPU): Keras draws the mask with
-`stateless_dropout`, whose random numbers took 5-15% of a training step; unseeded layers draw
+`stateless_dropout`, whose random numbers took 8-17% of a training step; unseeded layers draw
 it from `_threefry_keep_mask` instead (the mask JAX would draw with the same key, a
 different stream from Keras' TensorFlow one). Seeded layers keep Keras' stream.
 
@@ -125,7 +125,8 @@ def _computed_once(mask):
     before fusion on a CPU), so the mask is OR-ed with False over a new axis of two: the
     same values, one fusion computes them, the others read 1 byte a value. Our models'
     training steps on the 2-core CPU, paired with and without it in one process
-    (benchmarks/dropout.py's `mask_once_speedup`): TensorFlow 1.04-1.06x, JAX 1.02-1.03x.
+    (benchmarks/dropout.py's `mask_once_speedup`): TensorFlow 1.02-1.05x, JAX 0.98-1.04x
+    (BERT-MLM 0.98x, the others 1.02x or more).
     """
     return ops.any(ops.stack([mask, ops.zeros_like(mask)], axis=-1), axis=-1)
 
