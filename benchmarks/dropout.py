@@ -103,7 +103,6 @@ def measure_model(model_name, config, repeats, steps, warmup):
     import keras
 
     from keras_transformers.layers import Dropout
-
     from keras_transformers.layers import dropout as dropout_module
 
     inputs, labels = throughput.example_inputs(model_name, config)
