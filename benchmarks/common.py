@@ -9,6 +9,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -17,17 +18,34 @@ BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 BACKEND_ORDER = {"tensorflow": 0, "jax": 1, "torch": 2}
 
 
-def machine():
-    """The CPU model (or GPU name, when one is in use), core count and OS, in one line."""
-    cpu = platform.processor() or platform.machine()
+def _cpu_model():
+    """The CPU's model name as the kernel gives it ("Intel(R) Xeon(R) Processor")."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def machine():
+    """The CPU model (or GPU name, when one is in use), core count and OS, in one line."""
     gpu = accelerator()
-    described = f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    described = f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
     return f"{gpu}; host {described}" if gpu else described
+
+
+def cpu_name(described=None):
+    """The CPU model of a `machine()` line (this machine's by default), without trademark
+    marks or the word "Processor": "AMD EPYC", "Intel Xeon". For a GPU run, its host's CPU."""
+    cpu = _cpu_model() if described is None else described.split("; host ", 1)[-1].split(",", 1)[0]
+    cpu = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b", " ", cpu, flags=re.IGNORECASE)
+    return " ".join(cpu.split())
+
+
+def cpu_slug():
+    """`cpu_name()` as a folder name: "amd_epyc", "intel_xeon" (benchmarks/results/cpu/<slug>/
+    keeps each CPU model's runs apart: the same code's ratios differ between them)."""
+    return re.sub(r"[^a-z0-9]+", "_", cpu_name().lower()).strip("_") or "unknown"
 
 
 def accelerator():

@@ -583,6 +583,7 @@ def table(paths):
     runs.sort(
         key=lambda r: (
             r.get("accelerator") or "",
+            common.cpu_name(r["machine"]),
             common.BACKEND_ORDER.get(r["backend"], 3),
             r["dtype_policy"],
             {"default": 0, common.KEEP_FREED: 1}.get(r.get("malloc", "default"), 2),
@@ -623,12 +624,13 @@ def table(paths):
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        device = (r.get("accelerator") or "CPU") + _timing_mark(r)
+        on_cpu = not r.get("accelerator")
+        device = (f"CPU ({common.cpu_name(r['machine'])})" if on_cpu else r["accelerator"]) + _timing_mark(r)
         for model_name, result in r["results"].items():
             t, i = result["training"], result["inference"]
             memory = result.get("peak_memory_bytes", {})
             mib = {lib: f"{memory[lib] / 2**20:.0f}" if lib in memory else "-" for lib in LIBRARIES}
-            malloc = r.get("malloc", "default").replace("glibc.malloc.", "") if device == "CPU" else "-"
+            malloc = r.get("malloc", "default").replace("glibc.malloc.", "") if on_cpu else "-"
             lines.append(
                 f"| {device} | {r['backend']} | {r['dtype_policy']} | {malloc} | {model_name} "
                 f"| {t['ours']['items_per_second']:,.0f} | {t['keras_hub']['items_per_second']:,.0f} "
