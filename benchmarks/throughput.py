@@ -54,9 +54,9 @@ distinct kernels (about 1 MiB each) and stays mapped as freed malloc heap while 
 run.
 
     KERAS_BACKEND=jax python benchmarks/throughput.py \
-        --output benchmarks/results/throughput_jax.json
-    python benchmarks/throughput.py --table benchmarks/results/throughput_*.json \
-        > benchmarks/RESULTS.md
+        --output benchmarks/results/cpu/amd_epyc/throughput_jax.json
+    python benchmarks/throughput.py --table benchmarks/results/cpu/*/throughput_*.json \
+        benchmarks/results/gpu/throughput_*.json > benchmarks/RESULTS.md
 
 `benchmarks/run_throughput.sh` does both for the three backends.
 """
