@@ -15,9 +15,15 @@ PyTorch) and run by `predict_on_batch`, the two arms alternating in one process.
 """
 
 import common
+import throughput
 
-SHAPES = {"gpt2": (8, 128), "vit": (8, 65)}  # (batch, tokens) of throughput.py's models
-HIDDEN, HEADS, HEAD_DIM = 256, 4, 64
+_CONFIG = throughput.CONFIG
+HIDDEN, HEADS = _CONFIG["hidden_dim"], _CONFIG["num_heads"]
+HEAD_DIM = HIDDEN // HEADS
+SHAPES = {  # (batch, tokens) of throughput.py's models; ViT: its patches and class token
+    "gpt2": (_CONFIG["batch_size"], _CONFIG["sequence_length"]),
+    "vit": (_CONFIG["batch_size"], (_CONFIG["image_size"] // _CONFIG["patch_size"]) ** 2 + 1),
+}
 
 
 def projections_layer(fused):
