@@ -279,6 +279,17 @@ def step_flops(model_name, config, training, library="keras_hub"):
     return 3 * forward if training else forward
 
 
+def work_ratio(model_name, config):
+    """keras-hub's counted matmul FLOPs over ours for one step (the same in training and
+    inference): the speedup the two would show if both ran their matmuls at the same rate.
+    Where both sides are compiled alike (XLA on JAX) and run near the same MFU, it is the
+    ceiling of the speedup that doing less work can give; above it, the matmuls themselves
+    must run faster."""
+    return step_flops(model_name, config, False, "keras_hub") / step_flops(
+        model_name, config, False, "ours"
+    )
+
+
 def matmul_peak(dtype="float32", size=None, repeats=20):
     """FLOP/s of the best of `repeats` timed (size x size) @ (size x size) products, compiled
     the backend's usual way (jax.jit, tf.function(jit_compile=True), eager torch).
@@ -606,6 +617,8 @@ def table(paths):
         "library's sparse cross-entropy (ours: keras_transformers.losses, keras-hub: Keras'; the same values) "
         "and AdamW (ours: keras_transformers.optimizers, keras-hub: Keras'; the same update, see each run's note). Items/s = tokens/s (ViT: "
         "patches/s), median of alternating repeats; speedup = ours / keras-hub (targets: >= 1.25x); "
+        "matmul work = keras-hub's counted matmul FLOPs a step over ours (`work_ratio`): the speedup "
+        "both sides would show at the same MFU, so the most that skipped work gives; "
         "MFU = counted matmul FLOP/s over the backend's measured matmul peak (target for GPT-2 "
         "training: >= 60%), in training and in inference: where both sides run near the same "
         "MFU on the same work (GPT-2), a speedup needs the matmuls themselves to run faster; "
@@ -617,11 +630,12 @@ def table(paths):
         "applied to the whole process, so to both libraries) keeps freed blocks in the process for "
         "the next step (see the README's CPU performance section).",
         "",
-        "| device | backend | dtype | malloc | model | train ours/s | train keras-hub/s | train speedup "
+        "| device | backend | dtype | malloc | model | matmul work keras-hub / ours "
+        "| train ours/s | train keras-hub/s | train speedup "
         "| MFU ours | MFU keras-hub | infer ours/s | infer keras-hub/s | infer speedup "
         "| infer MFU ours | infer MFU keras-hub "
         "| memory ours MiB | memory keras-hub MiB | train page faults/step | infer page faults/step |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         on_cpu = not r.get("accelerator")
@@ -633,6 +647,7 @@ def table(paths):
             malloc = r.get("malloc", "default").replace("glibc.malloc.", "") if on_cpu else "-"
             lines.append(
                 f"| {device} | {r['backend']} | {r['dtype_policy']} | {malloc} | {model_name} "
+                f"| {work_ratio(model_name, r['config']):.2f}x "
                 f"| {t['ours']['items_per_second']:,.0f} | {t['keras_hub']['items_per_second']:,.0f} "
                 f"| {t['speedup']:.2f}x | {_percent(t['ours']['mfu'])} | {_percent(t['keras_hub']['mfu'])} "
                 f"| {i['ours']['items_per_second']:,.0f} | {i['keras_hub']['items_per_second']:,.0f} "
