@@ -33,6 +33,12 @@ def check_rate(value, name):
         raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
 
 
+def check_bool(value, name):
+    """Raises unless `value` is a bool (not 0 or 1, which `if` would take too)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+
+
 def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")

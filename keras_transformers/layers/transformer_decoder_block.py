@@ -8,23 +8,18 @@ from keras import ops
 
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
-    check_choice,
+    check_bool,
     check_last_dim,
-    check_positive_int,
     check_rank,
-    check_rate,
     check_sequence_shape,
-    clone_initializer,
     residual,
 )
-from keras_transformers.layers.dropout import Dropout
-from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
-from keras_transformers.layers.multi_head_attention import MultiHeadAttention
 from keras_transformers.layers.sublayers import call_sublayer
+from keras_transformers.layers.transformer_block import TransformerBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class TransformerDecoderBlock(keras.layers.Layer):
+class TransformerDecoderBlock(TransformerBlock):
     """One decoder block: causal self-attention, cross-attention, feed-forward network.
 
     Post-norm (`normalize_first=False`; the paper):
@@ -132,39 +127,20 @@ class TransformerDecoderBlock(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        check_positive_int(num_heads, "num_heads")
-        check_positive_int(intermediate_dim, "intermediate_dim")
-        check_rate(dropout, "dropout")
-        if attention_dropout is not None:
-            check_rate(attention_dropout, "attention_dropout")
-        check_choice(activation, "activation", ACTIVATIONS)
-        if (
-            isinstance(layer_norm_epsilon, bool)
-            or not isinstance(layer_norm_epsilon, (int, float))
-            or layer_norm_epsilon <= 0
-        ):
-            raise ValueError(
-                "`layer_norm_epsilon` must be a positive float. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
-        for name, value in (
-            ("normalize_first", normalize_first),
-            ("use_cross_attention", use_cross_attention),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation = activation
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.normalize_first = normalize_first
+        super().__init__(
+            num_heads,
+            intermediate_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            normalize_first=normalize_first,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            **kwargs,
+        )
+        check_bool(use_cross_attention, "use_cross_attention")
         self.use_cross_attention = use_cross_attention
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.supports_masking = True
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         check_sequence_shape(decoder_sequence_shape, "decoder_sequence", self.num_heads)
@@ -187,16 +163,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
             self.cross_attention_layer_norm = self._layer_norm("cross_attention_layer_norm")
             self.cross_attention_layer_norm.build(decoder_sequence_shape)
             self.cross_attention_dropout = self._dropout("cross_attention_dropout")
-        # The paper (section 5.4) drops out each sub-layer's output only: no dropout
-        # inside the feed-forward network.
-        self.feedforward = FeedForward(
-            self.intermediate_dim,
-            activation=self.activation,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            name="feedforward",
-            dtype=self.dtype_policy,
-        )
+        self.feedforward = self._feedforward()
         self.feedforward.build(decoder_sequence_shape)
         self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
         self.feedforward_layer_norm.build(decoder_sequence_shape)
@@ -204,25 +171,6 @@ class TransformerDecoderBlock(keras.layers.Layer):
         self._hidden_dim = hidden_dim
         self._encoder_dim = None if encoder_sequence_shape is None else encoder_sequence_shape[-1]
         self.built = True
-
-    def _attention(self, name, hidden_dim):
-        return MultiHeadAttention(
-            self.num_heads,
-            hidden_dim // self.num_heads,
-            dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            name=name,
-            dtype=self.dtype_policy,
-        )
-
-    def _layer_norm(self, name):
-        return keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
-        )
-
-    def _dropout(self, name):
-        return Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def _check_encoder_given(self, encoder_sequence_shape):
         if self.use_cross_attention and encoder_sequence_shape is None:
@@ -393,24 +341,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
                 f"self_attention_cache_update_index={self_attention_cache_update_index!r}"
             )
 
-    def compute_mask(self, decoder_sequence, previous_mask=None):
-        return previous_mask
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation": self.activation,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "normalize_first": self.normalize_first,
-                "use_cross_attention": self.use_cross_attention,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
+        config["use_cross_attention"] = self.use_cross_attention
         return config
-

@@ -8,23 +8,18 @@ from keras import ops
 
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
-    check_choice,
     check_last_dim,
     check_positive_int,
     check_rank,
-    check_rate,
     check_sequence_shape,
-    clone_initializer,
     residual,
 )
-from keras_transformers.layers.dropout import Dropout
-from keras_transformers.layers.feed_forward import ACTIVATIONS, FeedForward
-from keras_transformers.layers.multi_head_attention import MultiHeadAttention
 from keras_transformers.layers.sublayers import call_sublayer
+from keras_transformers.layers.transformer_block import TransformerBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(TransformerBlock):
     """One encoder block: multi-head self-attention, then a feed-forward network.
 
     Post-norm (`normalize_first=False`; the paper, BERT):
@@ -96,93 +91,21 @@ class TransformerEncoderBlock(keras.layers.Layer):
     ((2, 5, 8), (2, 2, 5, 5))
     """
 
-    def __init__(
-        self,
-        num_heads,
-        intermediate_dim,
-        dropout=0.0,
-        attention_dropout=None,
-        activation="relu",
-        layer_norm_epsilon=1e-5,
-        normalize_first=False,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        check_positive_int(num_heads, "num_heads")
-        check_positive_int(intermediate_dim, "intermediate_dim")
-        check_rate(dropout, "dropout")
-        if attention_dropout is not None:
-            check_rate(attention_dropout, "attention_dropout")
-        check_choice(activation, "activation", ACTIVATIONS)
-        if (
-            isinstance(layer_norm_epsilon, bool)
-            or not isinstance(layer_norm_epsilon, (int, float))
-            or layer_norm_epsilon <= 0
-        ):
-            raise ValueError(
-                "`layer_norm_epsilon` must be a positive float. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
-        if not isinstance(normalize_first, bool):
-            raise ValueError(
-                f"`normalize_first` must be a bool. Received: normalize_first={normalize_first!r}"
-            )
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation = activation
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.normalize_first = normalize_first
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.supports_masking = True
-
     def build(self, inputs_shape):
         check_sequence_shape(inputs_shape, "inputs", self.num_heads)
         hidden_dim = inputs_shape[-1]
-        attention_dropout = (
-            self.dropout if self.attention_dropout is None else self.attention_dropout
-        )
-        self.self_attention = MultiHeadAttention(
-            self.num_heads,
-            hidden_dim // self.num_heads,
-            dropout=attention_dropout,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            name="self_attention",
-            dtype=self.dtype_policy,
-        )
+        self.self_attention = self._attention("self_attention", hidden_dim)
         self.self_attention.build(inputs_shape)
         self.self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
         self.self_attention_layer_norm.build(inputs_shape)
         self.self_attention_dropout = self._dropout("self_attention_dropout")
-        # The paper (section 5.4) drops out each sub-layer's output only: no dropout
-        # inside the feed-forward network.
-        self.feedforward = FeedForward(
-            self.intermediate_dim,
-            activation=self.activation,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            name="feedforward",
-            dtype=self.dtype_policy,
-        )
+        self.feedforward = self._feedforward()
         self.feedforward.build(inputs_shape)
         self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
         self.feedforward_layer_norm.build(inputs_shape)
         self.feedforward_dropout = self._dropout("feedforward_dropout")
         self._hidden_dim = hidden_dim
         self.built = True
-
-    def _layer_norm(self, name):
-        return keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
-        )
-
-    def _dropout(self, name):
-        return Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def call(
         self,
@@ -264,26 +187,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             self.normalize_first,
         )
         return (x,) + scores if return_attention_scores else x
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return previous_mask
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation": self.activation,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "normalize_first": self.normalize_first,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
 
 
 def _check_output_rows(output_length, output_positions, inputs_mask):
