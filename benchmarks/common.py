@@ -89,6 +89,17 @@ def write_json(path, result, quiet=False):
         print(f"wrote {path}")
 
 
+def read_runs(paths):
+    """The JSON results at `paths`, in backend order (TensorFlow, JAX, PyTorch), for a table."""
+    import json
+
+    runs = []
+    for path in sorted(paths):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return sorted(runs, key=lambda run: BACKEND_ORDER.get(run["backend"], 3))
+
+
 def today():
     return datetime.date.today().isoformat()
 

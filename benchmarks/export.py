@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 
-from common import machine, seconds_per_call
+from common import machine, seconds_per_call, write_json
 
 CONFIG = dict(
     vocabulary_size=8192,
@@ -224,9 +224,7 @@ def main():
         return
     result = run(args.repeats, args.iterations, args.warmup)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.output, result, quiet=True)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,11 @@ time from below; the table shows both libraries' ms per token against that floor
 import argparse
 import datetime
 import importlib.metadata
-import json
 import os
 import statistics
 import time
 
-from common import machine
+from common import machine, read_runs, write_json
 
 CONFIG = dict(
     vocabulary_size=8192,
@@ -208,12 +207,7 @@ def run(repeats, warmup):
 
 
 def table(paths):
-    runs = []
-    for path in sorted(paths):
-        with open(path) as f:
-            runs.append(json.load(f))
-    order = {"tensorflow": 0, "jax": 1, "torch": 2}
-    runs.sort(key=lambda r: order.get(r["backend"], 3))
+    runs = read_runs(paths)
     lines = [
         "# Generation speed: keras_transformers.generation vs keras-hub GPT2CausalLM",
         "",
@@ -322,9 +316,7 @@ def main():
         return
     result = run(args.repeats, args.warmup)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.output, result, quiet=True)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,9 @@ time per step is reported, and `speedup = keras_time / our_time` (higher is bett
 import argparse
 import datetime
 import importlib.metadata
-import json
-import os
 import statistics
 
-from common import machine, seconds_per_call
+from common import machine, read_runs, seconds_per_call, write_json
 
 BATCH, LENGTH, HIDDEN, HEADS, KEY_DIM, DROPOUT = 8, 256, 256, 4, 64, 0.1
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -107,12 +105,7 @@ def run(repeats, iterations, warmup):
 
 
 def table(paths):
-    runs = []
-    for path in sorted(paths):
-        with open(path) as f:
-            runs.append(json.load(f))
-    order = {"tensorflow": 0, "jax": 1, "torch": 2}
-    runs.sort(key=lambda r: order.get(r["backend"], 3))
+    runs = read_runs(paths)
     lines = [
         "# MultiHeadAttention speed: keras_transformers vs keras.layers",
         "",
@@ -156,9 +149,7 @@ def main():
         return
     result = run(args.repeats, args.iterations, args.warmup)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.output, result, quiet=True)
 
 
 if __name__ == "__main__":
