@@ -20,23 +20,13 @@ from keras_transformers.generation import backend as backend_lib
 from keras_transformers.generation import primitives as primitives_lib
 from keras_transformers.generation import samplers as samplers_lib
 from keras_transformers.models import transformer as transformer_lib
+from keras_transformers.models.model import layer_names, numbered_blocks
 
 SAMPLERS = samplers_lib.SAMPLERS + ("beam",)
 
 # The compiled functions live on the model (a plain attribute, untracked by Keras),
 # keyed by shapes and settings, so they go when the model goes.
 _COMPILED_ATTRIBUTE = "_keras_transformers_generate_functions"
-
-
-def _layer_names(model):
-    return {layer.name for layer in getattr(model, "layers", ())}
-
-
-def _blocks(model, side):
-    names, blocks = _layer_names(model), []
-    while f"{side}_block_{len(blocks)}" in names:
-        blocks.append(model.get_layer(f"{side}_block_{len(blocks)}"))
-    return blocks
 
 
 # The decoding step runs on the layers' weights rather than through each layer's
@@ -170,7 +160,7 @@ class _GPT2:
         self.token_embedding = model.get_layer("token_embedding")
         self.position_embedding = model.get_layer("position_embedding")
         self.final_layer_norm = model.get_layer("final_layer_norm")
-        self.blocks = _blocks(model, "decoder")
+        self.blocks = numbered_blocks(model, "decoder")
         self.vocabulary_size = self.token_embedding.input_dim
         self.max_sequence_length = self.position_embedding.max_sequence_length
         self.math = _primitives()
@@ -234,7 +224,7 @@ class _Transformer:
 
     def __init__(self, model):
         self.model = model
-        names = _layer_names(model)
+        names = layer_names(model)
         shared = "token_embedding" in names
         self.token_embedding = model.get_layer(
             "token_embedding" if shared else "decoder_token_embedding"
@@ -246,7 +236,7 @@ class _Transformer:
         self.output_projection = (
             model.get_layer("output_projection") if "output_projection" in names else None
         )
-        self.blocks = _blocks(model, "decoder")
+        self.blocks = numbered_blocks(model, "decoder")
         self.vocabulary_size = self.token_embedding.input_dim
         self.encoder_vocabulary_size = encoder_embedding.input_dim
         # The sinusoidal encoding has no table: only an explicit limit applies.
@@ -321,7 +311,7 @@ class _Transformer:
 
 
 def _adapter(model):
-    names = _layer_names(model)
+    names = layer_names(model)
     if {"token_embedding", "position_embedding", "final_layer_norm", "decoder_block_0"} <= names:
         return _GPT2(model)
     if {"encoder_block_0", "decoder_block_0", "encoder_position_encoding"} <= names:

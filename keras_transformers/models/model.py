@@ -163,6 +163,20 @@ def _check_values(model, name, value):
         )
 
 
+def layer_names(model):
+    """The names of `model`'s layers, as a set (empty for an object without layers)."""
+    return {layer.name for layer in getattr(model, "layers", ())}
+
+
+def numbered_blocks(model, side):
+    """`model`'s blocks named `{side}_block_0`, `{side}_block_1`, ... in order, as the
+    builders name them (`side`: "encoder" or "decoder")."""
+    names, blocks = layer_names(model), []
+    while f"{side}_block_{len(blocks)}" in names:
+        blocks.append(model.get_layer(f"{side}_block_{len(blocks)}"))
+    return blocks
+
+
 def validate_inputs(model, inputs, max_sequence_length=None, check_dtypes=True):
     """Checks an input dict against a model built by this library, before any work.
 

@@ -13,7 +13,7 @@ from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.sine_positional_encoding import SinePositionalEncoding
 from keras_transformers.layers.transformer_decoder_block import TransformerDecoderBlock
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
-from keras_transformers.models.model import Model
+from keras_transformers.models.model import Model, numbered_blocks
 
 INPUT_NAMES = (
     "encoder_token_ids",
@@ -237,13 +237,6 @@ def _layer(model, *names):
     )
 
 
-def _blocks(model, side):
-    blocks = []
-    while any(layer.name == f"{side}_block_{len(blocks)}" for layer in model.layers):
-        blocks.append(model.get_layer(f"{side}_block_{len(blocks)}"))
-    return blocks
-
-
 def _embed(model, token_ids, side, start_index=0):
     token_embedding = _layer(model, f"{side}_token_embedding", "token_embedding")
     x = token_embedding(token_ids) * math.sqrt(token_embedding.output_dim)
@@ -274,7 +267,7 @@ def encode(model, encoder_token_ids, encoder_padding_mask=None):
     (None, None, 8)
     """
     x = _embed(model, encoder_token_ids, "encoder")
-    for block in _blocks(model, "encoder"):
+    for block in numbered_blocks(model, "encoder"):
         x = block(x, padding_mask=_as_mask(encoder_padding_mask), training=False)
     return x
 
@@ -307,7 +300,7 @@ def init_decoder_cache(model, encoder_output, max_length):
             block.self_attention.init_cache(batch_size, max_length),
             block.compute_cross_attention_cache(encoder_output),
         )
-        for block in _blocks(model, "decoder")
+        for block in numbered_blocks(model, "decoder")
     ]
 
 
@@ -359,7 +352,7 @@ def decode(
     start_index = 0 if cache is None else cache_update_index
     y = _embed(model, decoder_token_ids, "decoder", start_index=start_index)
     new_cache = []
-    for i, block in enumerate(_blocks(model, "decoder")):
+    for i, block in enumerate(numbered_blocks(model, "decoder")):
         kwargs = dict(
             decoder_padding_mask=_as_mask(decoder_padding_mask),
             encoder_padding_mask=_as_mask(encoder_padding_mask),

@@ -10,18 +10,7 @@ import math
 import numpy as np
 from keras import ops
 
-from keras_transformers.models.model import validate_inputs
-
-
-def _layer_names(model):
-    return {layer.name for layer in getattr(model, "layers", ())}
-
-
-def _blocks(model, side):
-    names, blocks = _layer_names(model), []
-    while f"{side}_block_{len(blocks)}" in names:
-        blocks.append(model.get_layer(f"{side}_block_{len(blocks)}"))
-    return blocks
+from keras_transformers.models.model import layer_names, numbered_blocks, validate_inputs
 
 
 def model_kind(model):
@@ -30,7 +19,7 @@ def model_kind(model):
     BERT heads (`bert_classifier`, ...) count as "bert": they hold the backbone's
     layers. Raises a ValueError for any other model.
     """
-    names = _layer_names(model)
+    names = layer_names(model)
     if "patch_embedding" in names and "encoder_block_0" in names:
         return "vit"
     if "segment_embedding" in names and "encoder_block_0" in names:
@@ -98,7 +87,7 @@ def attention_scores(model, inputs):
         x = token_embedding(ops.convert_to_tensor(inputs["token_ids"]))  # (B, T, D)
         x = x + model.get_layer("position_embedding")(x)
         mask = _mask(inputs, "padding_mask")
-        for block in _blocks(model, "decoder"):
+        for block in numbered_blocks(model, "decoder"):
             x, block_scores = block(
                 x, decoder_padding_mask=mask, return_attention_scores=True, training=False
             )
@@ -110,27 +99,27 @@ def attention_scores(model, inputs):
         x = model.get_layer("embeddings_add")([tokens, positions, segments])
         x = model.get_layer("embeddings_layer_norm")(x)
         mask = _mask(inputs, "padding_mask")
-        for block in _blocks(model, "encoder"):
+        for block in numbered_blocks(model, "encoder"):
             x, block_scores = block(
                 x, padding_mask=mask, return_attention_scores=True, training=False
             )
             scores[f"{block.name}/self_attention"] = _numpy(block_scores)
     elif kind == "vit":
         x = model.get_layer("patch_embedding")(ops.convert_to_tensor(inputs["images"]))
-        for block in _blocks(model, "encoder"):
+        for block in numbered_blocks(model, "encoder"):
             x, block_scores = block(x, return_attention_scores=True, training=False)
             scores[f"{block.name}/self_attention"] = _numpy(block_scores)
     else:
         encoder_mask = _mask(inputs, "encoder_padding_mask")
         decoder_mask = _mask(inputs, "decoder_padding_mask")
         x = _transformer_embed(model, inputs["encoder_token_ids"], "encoder")
-        for block in _blocks(model, "encoder"):
+        for block in numbered_blocks(model, "encoder"):
             x, block_scores = block(
                 x, padding_mask=encoder_mask, return_attention_scores=True, training=False
             )
             scores[f"{block.name}/self_attention"] = _numpy(block_scores)
         y = _transformer_embed(model, inputs["decoder_token_ids"], "decoder")
-        for block in _blocks(model, "decoder"):
+        for block in numbered_blocks(model, "decoder"):
             y, self_scores, cross_scores = block(
                 y,
                 x,
@@ -146,7 +135,7 @@ def attention_scores(model, inputs):
 
 def _transformer_embed(model, token_ids, side):
     """The Transformer's embedding: token embedding * sqrt(d_model) + sinusoids (section 3.4)."""
-    names = _layer_names(model)
+    names = layer_names(model)
     embedding_name = f"{side}_token_embedding"
     token_embedding = model.get_layer(embedding_name if embedding_name in names else "token_embedding")
     x = token_embedding(ops.convert_to_tensor(token_ids)) * math.sqrt(token_embedding.output_dim)
