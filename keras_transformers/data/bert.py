@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transformers.data._buckets import bucket_and_pad
+from keras_transformers.data._word_piece import cached_word_piece_vocabulary
 
 # The special tokens of BERT's vocabularies (and keras-hub's WordPiece learner's default).
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
@@ -467,18 +468,11 @@ def word_piece_vocabulary(texts, vocabulary_size, path=None, lowercase=True):
     >>> vocabulary[:5]
     ['[PAD]', '[CLS]', '[SEP]', '[UNK]', '[MASK]']
     """
-    if path is not None and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        tf.data.Dataset.from_tensor_slices(list(texts)).batch(1000),
+    return cached_word_piece_vocabulary(
+        texts,
         vocabulary_size,
+        path,
+        SPECIAL_TOKENS,
         lowercase=lowercase,
         strip_accents=lowercase,
-        reserved_tokens=list(SPECIAL_TOKENS),
     )
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(vocabulary) + "\n")
-    return vocabulary

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transformers.data._buckets import bucket_and_pad
+from keras_transformers.data._word_piece import cached_word_piece_vocabulary
 
 # [PAD] must be id 0: padded batches pad with zeros, and masks treat 0 as padding.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]")
@@ -115,21 +116,9 @@ def word_piece_vocabulary(texts, vocabulary_size, path=None, lowercase=True):
     >>> vocabulary[:6], "##g" in vocabulary
     (['[PAD]', '[UNK]', '[START]', '[END]', 'a', 'd'], True)
     """
-    if path is not None and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
-    dataset = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1000)
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        dataset,
-        vocabulary_size,
-        lowercase=lowercase,
-        reserved_tokens=list(SPECIAL_TOKENS),
+    return cached_word_piece_vocabulary(
+        texts, vocabulary_size, path, SPECIAL_TOKENS, lowercase=lowercase
     )
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(vocabulary) + "\n")
-    return vocabulary
 
 
 def word_piece_tokenizer(vocabulary, lowercase=True):
