@@ -7,7 +7,7 @@
 import keras
 from keras import ops
 
-from keras_transformers.layers.arguments import check_positive_int
+from keras_transformers.layers.arguments import check_positive_float, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
@@ -37,8 +37,7 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, hidden_dim, warmup_steps=4000, scale=1.0):
         check_positive_int(hidden_dim, "hidden_dim")
         check_positive_int(warmup_steps, "warmup_steps")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
-            raise ValueError(f"`scale` must be a positive float. Received: scale={scale!r}")
+        check_positive_float(scale, "scale")
         self.hidden_dim = hidden_dim
         self.warmup_steps = warmup_steps
         self.scale = scale

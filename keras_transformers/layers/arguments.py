@@ -17,6 +17,11 @@ def check_positive_int(value, name):
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
 
 
+def check_positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive float. Received: {name}={value!r}")
+
+
 def check_index(value, name):
     """Checks a position index (`start_index`, ...): a non-negative int or a scalar tensor."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:

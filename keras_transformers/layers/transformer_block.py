@@ -8,6 +8,7 @@ import keras
 from keras_transformers.layers.arguments import (
     check_bool,
     check_choice,
+    check_positive_float,
     check_positive_int,
     check_rate,
     clone_initializer,
@@ -49,15 +50,7 @@ class TransformerBlock(keras.layers.Layer):
         if attention_dropout is not None:
             check_rate(attention_dropout, "attention_dropout")
         check_choice(activation, "activation", ACTIVATIONS)
-        if (
-            isinstance(layer_norm_epsilon, bool)
-            or not isinstance(layer_norm_epsilon, (int, float))
-            or layer_norm_epsilon <= 0
-        ):
-            raise ValueError(
-                "`layer_norm_epsilon` must be a positive float. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
+        check_positive_float(layer_norm_epsilon, "layer_norm_epsilon")
         check_bool(normalize_first, "normalize_first")
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim

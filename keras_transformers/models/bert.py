@@ -7,7 +7,12 @@ Understanding" (2019).
 import keras
 from keras import ops
 
-from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
+from keras_transformers.layers.arguments import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_rate,
+)
 from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.feed_forward import ACTIVATIONS
 from keras_transformers.layers.position_embedding import PositionEmbedding
@@ -20,13 +25,6 @@ BACKBONE_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 def _initializer():
     # BERT's initializer_range (Devlin et al. 2019, released code): N(0, 0.02), truncated.
     return keras.initializers.TruncatedNormal(stddev=0.02)
-
-
-def _check_epsilon(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(
-            f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={value!r}"
-        )
 
 
 def bert(
@@ -107,7 +105,7 @@ def bert(
             f"and hidden_dim={hidden_dim}"
         )
     check_rate(dropout, "dropout")
-    _check_epsilon(layer_norm_epsilon)
+    check_positive_float(layer_norm_epsilon, "layer_norm_epsilon")
     check_choice(activation, "activation", ACTIVATIONS)
 
     inputs = {

@@ -7,7 +7,12 @@ at Scale" (2021).
 import keras
 from keras import ops
 
-from keras_transformers.layers.arguments import check_choice, check_positive_int, check_rate
+from keras_transformers.layers.arguments import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_rate,
+)
 from keras_transformers.layers.dropout import Dropout
 from keras_transformers.layers.patch_embedding import PatchEmbedding
 from keras_transformers.layers.transformer_encoder_block import TransformerEncoderBlock
@@ -105,15 +110,7 @@ def vit(
             f"and hidden_dim={hidden_dim}"
         )
     check_rate(dropout, "dropout")
-    if (
-        isinstance(layer_norm_epsilon, bool)
-        or not isinstance(layer_norm_epsilon, (int, float))
-        or layer_norm_epsilon <= 0
-    ):
-        raise ValueError(
-            "`layer_norm_epsilon` must be a positive float. "
-            f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-        )
+    check_positive_float(layer_norm_epsilon, "layer_norm_epsilon")
     check_choice(pooling, "pooling", POOLINGS)
 
     # Any height and width: other resolutions interpolate the position table.
