@@ -113,4 +113,3 @@ class TransformerBlock(keras.layers.Layer):
             }
         )
         return config
-
