@@ -50,11 +50,10 @@ def check_choice(value, name, choices):
 
 
 def check_rank(x, rank, name):
-    """Checks a tensor's (static) rank."""
-    if len(x.shape) != rank:
-        raise ValueError(
-            f"`{name}` must have rank {rank}. Received: {name} with shape={tuple(x.shape)}"
-        )
+    """Checks the (static) rank of a tensor, or of a shape (as `build` receives it)."""
+    shape = tuple(getattr(x, "shape", x))
+    if len(shape) != rank:
+        raise ValueError(f"`{name}` must have rank {rank}. Received: {name} with shape={shape}")
 
 
 def check_last_dim(x, expected, name):

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_transformers.layers import masks as masks_lib
 from keras_transformers.layers.arguments import (
+    check_index,
     check_last_dim,
     check_positive_int,
     check_rank,
@@ -126,6 +127,9 @@ class MultiHeadAttention(keras.layers.Layer):
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
+        # Before any weight: `call` checks again, but Keras builds first.
+        for name, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            check_rank(shape, 3, name)
         value_dim = self.value_dim or self.key_dim
         output_dim = self.output_dim or query_shape[-1]
         heads = self.num_heads
@@ -171,7 +175,9 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype=dtype or self.compute_dtype,
         )
 
-    def _validate_inputs(self, query, value, key, attention_mask, padding_mask, cache):
+    def _validate_inputs(
+        self, query, value, key, attention_mask, padding_mask, cache, cache_update_index
+    ):
         check_rank(query, 3, "query")
         check_rank(value, 3, "value")
         check_rank(key, 3, "key")
@@ -190,6 +196,18 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"(batch, 2, max_length, {self.num_heads}, {self.key_dim}). "
                     f"Received: cache with shape={tuple(cache.shape)}"
                 )
+        if cache_update_index is not None:
+            self._check_cache_update_index(cache_update_index, cache, query.shape[1])
+        batch_sizes = [
+            (name, tensor.shape[0])
+            for name, tensor in (("query", query), ("value", value), ("key", key), ("cache", cache))
+            if tensor is not None and tensor.shape[0] is not None
+        ]
+        if len({size for _, size in batch_sizes}) > 1:
+            received = ", ".join(f"{name} with batch size {size}" for name, size in batch_sizes)
+            raise ValueError(
+                f"`query`, `value`, `key` and `cache` must have one batch size. Received: {received}"
+            )
         key_length = (cache if cache is not None else key).shape[-3 if cache is not None else 1]
         for name, mask, axis, length in (
             ("padding_mask", padding_mask, 1, key_length),
@@ -200,6 +218,23 @@ class MultiHeadAttention(keras.layers.Layer):
                 raise ValueError(
                     f"`{name}` must have {length} positions on axis {axis} to match the "
                     f"inputs. Received: {name} with shape={tuple(mask.shape)}"
+                )
+
+    @staticmethod
+    def _check_cache_update_index(index, cache, query_length):
+        if cache is None:
+            raise ValueError(
+                "`cache_update_index` needs a `cache` to write into. Received: "
+                f"cache_update_index={index!r} and cache=None"
+            )
+        check_index(index, "cache_update_index")
+        max_length = cache.shape[2]
+        # A tensor index is not read back from the device; the kernels would clamp it.
+        if isinstance(index, int) and None not in (max_length, query_length):
+            if index + query_length > max_length:
+                raise ValueError(
+                    f"`cache_update_index` + the {query_length} new positions must fit in "
+                    f"the cache's {max_length}. Received: cache_update_index={index}"
                 )
 
     def call(
@@ -225,7 +260,9 @@ class MultiHeadAttention(keras.layers.Layer):
             value, value_mask = query, query_mask if value_mask is None else value_mask
         if key is None:
             key, key_mask = value, value_mask if key_mask is None else key_mask
-        self._validate_inputs(query, value, key, attention_mask, padding_mask, cache)
+        self._validate_inputs(
+            query, value, key, attention_mask, padding_mask, cache, cache_update_index
+        )
 
         query_heads = call_sublayer(self.query_dense, query)  # (B, T, N, H)
         if cache is not None and cache_update_index is None:

@@ -262,6 +262,39 @@ def test_bad_call_arguments():
         layer(x, cache=np.zeros((2, 2, 5, 3, 4), "float32"), cache_update_index=0)
 
 
+@pytest.mark.parametrize("argument", ["query", "value", "key"])
+def test_wrong_rank_on_first_call_is_a_value_error(argument):
+    # The first call builds the layer before `call` runs: the check must come first there.
+    x = _normal(2, 5, 8)
+    inputs = {"query": x, "value": x, "key": x, argument: x[0]}
+    with pytest.raises(ValueError, match=f"`{argument}` must have rank 3.*shape=\\(5, 8\\)"):
+        MultiHeadAttention(2, 4)(inputs["query"], inputs["value"], inputs["key"])
+
+
+def test_batch_sizes_must_agree():
+    layer, x = MultiHeadAttention(2, 4), _normal(2, 5, 8)
+    with pytest.raises(ValueError, match="one batch size.*query with batch size 2.*value with "
+                       "batch size 1"):
+        layer(x, _normal(1, 5, 8))
+    cache = np.zeros((1, 2, 6, 2, 4), "float32")
+    with pytest.raises(ValueError, match="one batch size.*cache with batch size 1"):
+        layer(x[:, :1], cache=cache, cache_update_index=0)
+
+
+def test_cache_update_index_must_fit_the_cache():
+    layer, x = MultiHeadAttention(2, 4), _normal(2, 2, 8)
+    cache = layer.init_cache(2, 6)
+    # Positions 4 and 5 are the last two: fine. Past them the kernels would clamp the
+    # write to the end of the cache, silently.
+    assert layer(x, cache=cache, cache_update_index=4)[1].shape == (2, 2, 6, 2, 4)
+    with pytest.raises(ValueError, match="2 new positions.*cache's 6.*cache_update_index=5"):
+        layer(x, cache=cache, cache_update_index=5)
+    with pytest.raises(ValueError, match="non-negative.*cache_update_index=-1"):
+        layer(x, cache=cache, cache_update_index=-1)
+    with pytest.raises(ValueError, match="needs a `cache`.*cache_update_index=0"):
+        layer(x, cache_update_index=0)
+
+
 def test_fused_path_mask_spells_out_the_query_axis(monkeypatch):
     # cuDNN's fused attention (JAX, half precision on a GPU) rejects a mask whose query
     # axis is broadcast (seen on an H200: "Bias must have same seq length as QKV, got 1
