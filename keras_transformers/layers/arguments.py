@@ -7,6 +7,7 @@ any work is done.
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_transformers.layers.sublayers import call_sublayer
@@ -42,6 +43,17 @@ def check_bool(value, name):
     """Raises unless `value` is a bool (not 0 or 1, which `if` would take too)."""
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+
+
+def check_id_range(ids, name, size):
+    """Checks host (NumPy) ids against [0, size). Out of range, an embedding's gather
+    returns NaN (JAX), wraps a negative id (JAX) or fails deep in the backend. Tensors are
+    left alone: reading them back would wait for the device every step."""
+    if isinstance(ids, np.ndarray) and ids.size and (ids.min() < 0 or ids.max() >= size):
+        raise ValueError(
+            f"`{name}` must be in [0, {size}). Received: {name} with values in "
+            f"[{ids.min()}, {ids.max()}]"
+        )
 
 
 def check_choice(value, name, choices):

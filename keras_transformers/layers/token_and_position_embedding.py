@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_transformers.layers.arguments import (
     check_choice,
+    check_id_range,
     check_positive_int,
     check_rate,
     clone_initializer,
@@ -70,8 +71,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        token_ids: integer (B, T).
-        segment_ids: integer (B, T), only with `num_segments`.
+        token_ids: integer (B, T). NumPy ids are checked to be in
+            [0, vocabulary_size) (tensors are not read back).
+        segment_ids: integer (B, T), only with `num_segments`; NumPy ids in
+            [0, num_segments).
         start_index: int or scalar tensor, the position of the first token (for
             cached decoding).
         training: whether dropout is active.
@@ -178,6 +181,13 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 f"`segment_ids` must have the shape of `token_ids`, {tuple(token_ids.shape)}. "
                 f"Received: segment_ids with shape={tuple(segment_ids.shape)}"
             )
+
+    def __call__(self, token_ids, segment_ids=None, *args, **kwargs):
+        # Before Keras converts NumPy ids to tensors, whose values are not read back.
+        check_id_range(token_ids, "token_ids", self.vocabulary_size)
+        if self.num_segments is not None:
+            check_id_range(segment_ids, "segment_ids", self.num_segments)
+        return super().__call__(token_ids, segment_ids, *args, **kwargs)
 
     def call(self, token_ids, segment_ids=None, start_index=0, training=None):
         self._validate_inputs(token_ids, segment_ids)

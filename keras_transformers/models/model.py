@@ -8,6 +8,8 @@ unknown keys; on JAX an out-of-range token id is clipped. `Model` raises instead
 import keras
 import numpy as np
 
+from keras_transformers.layers.arguments import check_id_range
+
 # Inputs whose names end alike share one (batch, sequence) shape within a prefix:
 # "token_ids", "segment_ids" and "padding_mask"; "encoder_token_ids" and
 # "encoder_padding_mask".
@@ -156,11 +158,8 @@ def _check_values(model, name, value):
     else:
         return
     size = getattr(layer, "input_dim", None)
-    if size is not None and (value.min() < 0 or value.max() >= size):
-        raise ValueError(
-            f"`{name}` must be in [0, {size}). Received: {name} with values in "
-            f"[{value.min()}, {value.max()}]"
-        )
+    if size is not None:
+        check_id_range(value, name, size)
 
 
 def layer_names(model):

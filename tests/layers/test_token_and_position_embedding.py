@@ -167,3 +167,17 @@ def test_bad_call_arguments():
     with pytest.raises(ValueError, match="segment_ids.*shape of `token_ids`.*shape=\\(2, 4\\)"):
         segmented(TOKEN_IDS, segment_ids=SEGMENT_IDS[:, :4])
 
+
+
+def test_host_ids_out_of_range_are_value_errors():
+    # Past the table, a gather returns NaN on JAX and wraps a negative id to the last row;
+    # TensorFlow and PyTorch fail inside the kernel. NumPy ids are checked before that.
+    layer = TokenAndPositionEmbedding(10, 8, 6, num_segments=2)
+    with pytest.raises(ValueError, match="token_ids.*\\[0, 10\\).*values in \\[1, 10\\]"):
+        layer(np.array([[1, 10]]))
+    with pytest.raises(ValueError, match="token_ids.*\\[0, 10\\).*values in \\[-1, 1\\]"):
+        layer(np.array([[1, -1]]))
+    with pytest.raises(ValueError, match="segment_ids.*\\[0, 2\\).*values in \\[1, 2\\]"):
+        layer(TOKEN_IDS, SEGMENT_IDS + 1)
+    # The edges of the tables are in range.
+    assert layer(np.array([[0, 9]]), np.array([[0, 1]])).shape == (1, 2, 6)
