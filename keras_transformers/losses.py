@@ -7,6 +7,8 @@ Vision" (2016), section 7; used with 0.1 by Vaswani et al. (2017), section 5.4.
 import keras
 from keras import ops
 
+from keras_transformers.layers.arguments import check_id_range
+
 
 @keras.saving.register_keras_serializable(package="keras_transformers")
 class SparseCategoricalCrossentropy(keras.losses.Loss):
@@ -32,7 +34,7 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         dtype: the dtype of the loss computation (default float32).
 
     Call arguments:
-        y_true: int (...) class ids.
+        y_true: int (...) class ids; NumPy ids are checked to be in [0, K).
         y_pred: (..., K) logits or probabilities.
         sample_weight: optional (...) weights.
 
@@ -69,6 +71,15 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.label_smoothing = label_smoothing
         self.from_logits = from_logits
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # NumPy labels are range-checked first (tensors are not read back): past the
+        # class axis JAX's gather returns NaN and wraps a negative label, and TensorFlow
+        # and PyTorch fail inside their kernels.
+        num_classes = tuple(getattr(y_pred, "shape", (None,)))[-1:]
+        if num_classes and num_classes[0] is not None:
+            check_id_range(y_true, "y_true", num_classes[0])
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         y_true = _labels_for(y_true, y_pred)

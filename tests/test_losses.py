@@ -1,4 +1,5 @@
 import json
+import re
 
 import keras
 import numpy as np
@@ -146,3 +147,14 @@ def test_labels_of_another_shape_raise(logits_shape, labels_shape, label_smoothi
     loss = SparseCategoricalCrossentropy(label_smoothing=label_smoothing, from_logits=True)
     with pytest.raises(ValueError, match=r"`y_true` must have the shape of `y_pred`.*shape=\("):
         loss(np.zeros(labels_shape, "int32"), np.zeros(logits_shape, "float32"))
+
+
+@pytest.mark.parametrize("labels, received", [([[1, 2, 5]], "[1, 5]"), ([[1, -1, 0]], "[-1, 1]")])
+def test_host_labels_outside_the_classes_raise(labels, received):
+    # JAX's gather would give NaN for 5 and wrap -1 to the last class; TensorFlow and
+    # PyTorch would fail inside their kernels. The edges of [0, K) are fine.
+    logits = np.zeros((1, 3, 5), "float32")
+    loss = SparseCategoricalCrossentropy(from_logits=True)
+    with pytest.raises(ValueError, match=f"y_true.*\\[0, 5\\).*values in {re.escape(received)}"):
+        loss(np.array(labels), logits)
+    assert np.isclose(float(loss(np.array([[0, 4, 2]]), logits)), np.log(5.0))
