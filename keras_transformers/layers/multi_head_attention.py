@@ -206,7 +206,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if len({size for _, size in batch_sizes}) > 1:
             received = ", ".join(f"{name} with batch size {size}" for name, size in batch_sizes)
             raise ValueError(
-                f"`query`, `value`, `key` and `cache` must have one batch size. Received: {received}"
+                "`query`, `value`, `key` and `cache` must have one batch size. "
+                f"Received: {received}"
             )
         key_length = (cache if cache is not None else key).shape[-3 if cache is not None else 1]
         for name, mask, axis, length in (

@@ -168,7 +168,6 @@ def test_bad_call_arguments():
         segmented(TOKEN_IDS, segment_ids=SEGMENT_IDS[:, :4])
 
 
-
 def test_host_ids_out_of_range_are_value_errors():
     # Past the table, a gather returns NaN on JAX and wraps a negative id to the last row;
     # TensorFlow and PyTorch fail inside the kernel. NumPy ids are checked before that.
